@@ -1,0 +1,427 @@
+//! The device conformance suite: every op and a few composite graphs, on seeded random inputs,
+//! run on a device and compared with the reference interpreter.
+//!
+//! Any device runs it the same way: [`run_suite`] returns a [`Report`] with one line per case
+//! (max-abs and relative error against the reference, the tolerance used, pass or fail) and the
+//! worst error per dtype. Cases whose dtype the device does not list are reported as skipped with
+//! the reason, never silently passed.
+//!
+//! ```ignore
+//! let report = switchyard_runtime::conformance::run_suite(&device);
+//! println!("{report}");
+//! assert!(report.failures().is_empty());
+//! ```
+
+mod cases;
+mod random;
+
+pub use cases::all_cases;
+
+use crate::device::{Device, ExecuteArgs};
+use crate::dtype::DType;
+use crate::graph::Graph;
+use crate::interpreter::interpret;
+use crate::shape::SymbolBindings;
+use crate::tensor::HostTensor;
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// How close a device's result must be to the reference: elementwise
+/// `|device - reference| <= atol + atol_rms · rms(reference) + rtol · |reference|`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerance {
+    /// Absolute slack.
+    pub atol: f32,
+    /// Absolute slack as a fraction of the reference output's root mean square (for quantized
+    /// matmuls, whose error scales with the output's magnitude).
+    pub atol_rms: f32,
+    /// Relative slack.
+    pub rtol: f32,
+}
+
+impl Tolerance {
+    /// Exact equality (integer outputs).
+    pub const EXACT: Tolerance = Tolerance {
+        atol: 0.0,
+        atol_rms: 0.0,
+        rtol: 0.0,
+    };
+
+    /// The tolerance for float results computed in `dtype`.
+    ///
+    /// - f32: 1e-4 absolute and relative: summation order and fused kernels differ, and
+    ///   transcendental functions differ in the last bits between libraries.
+    /// - f16: 1e-2: one rounding is 2⁻¹¹ relative, and a few ops round several times.
+    /// - bf16: 4e-2: one rounding is 2⁻⁸ relative.
+    pub fn for_dtype(dtype: DType) -> Tolerance {
+        match dtype {
+            DType::F16 => Tolerance {
+                atol: 1e-2,
+                atol_rms: 0.0,
+                rtol: 1e-2,
+            },
+            DType::BF16 => Tolerance {
+                atol: 4e-2,
+                atol_rms: 0.0,
+                rtol: 4e-2,
+            },
+            d if d.is_int() => Tolerance::EXACT,
+            _ => Tolerance {
+                atol: 1e-4,
+                atol_rms: 0.0,
+                rtol: 1e-4,
+            },
+        }
+    }
+
+    /// Matmul with quantized weights: devices may quantize the activations too (candle and
+    /// llama.cpp use 8-bit activations), which costs about 1% of the output's magnitude.
+    pub const QUANTIZED: Tolerance = Tolerance {
+        atol: 1e-4,
+        atol_rms: 3e-2,
+        rtol: 3e-2,
+    };
+}
+
+/// One conformance case: a graph, its seeded inputs and the tolerance its outputs must meet.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// A unique, descriptive name (`matmul/f32/batch-broadcast`).
+    pub name: String,
+    /// The dtype the case computes in (cases are skipped on devices without it).
+    pub dtype: DType,
+    /// The graph.
+    pub graph: Graph,
+    /// Inputs and weights by name.
+    pub inputs: Vec<(String, HostTensor)>,
+    /// Initial state by name.
+    pub state: Vec<(String, HostTensor)>,
+    /// Symbols no input carries.
+    pub dims: SymbolBindings,
+    /// Tolerance for float outputs (integer outputs must match exactly).
+    pub tolerance: Tolerance,
+}
+
+impl Case {
+    /// The distinct ops the case's graph uses.
+    pub fn ops(&self) -> BTreeSet<&'static str> {
+        self.graph.nodes().iter().map(|n| n.op.name()).collect()
+    }
+}
+
+/// Errors of one compared tensor.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Errors {
+    /// Largest absolute difference.
+    pub max_abs: f32,
+    /// Largest difference relative to the reference element's magnitude, or to the reference
+    /// tensor's root mean square where the element is smaller than that (so values near zero do
+    /// not make every rounding look large).
+    pub max_rel: f32,
+}
+
+/// The outcome of one case on one device.
+#[derive(Debug, Clone)]
+pub struct CaseReport {
+    /// Case name.
+    pub name: String,
+    /// Compute dtype.
+    pub dtype: DType,
+    /// The quantized weight type the case uses, if any.
+    pub quantized: Option<DType>,
+    /// Ops exercised.
+    pub ops: BTreeSet<&'static str>,
+    /// Worst errors over all outputs and state.
+    pub errors: Errors,
+    /// The tolerance applied.
+    pub tolerance: Tolerance,
+    /// `Ok(())` when within tolerance, else why not (or why skipped).
+    pub outcome: Outcome,
+}
+
+/// Pass, fail or skip.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Within tolerance.
+    Passed,
+    /// Out of tolerance or an error, with the reason.
+    Failed(String),
+    /// Not run on this device, with the reason.
+    Skipped(String),
+}
+
+/// The result of the whole suite on one device.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The device's display name.
+    pub device: String,
+    /// One entry per case.
+    pub cases: Vec<CaseReport>,
+}
+
+impl Report {
+    /// Cases that failed.
+    pub fn failures(&self) -> Vec<&CaseReport> {
+        self.cases
+            .iter()
+            .filter(|c| matches!(c.outcome, Outcome::Failed(_)))
+            .collect()
+    }
+
+    /// Cases that were skipped.
+    pub fn skipped(&self) -> Vec<&CaseReport> {
+        self.cases
+            .iter()
+            .filter(|c| matches!(c.outcome, Outcome::Skipped(_)))
+            .collect()
+    }
+
+    /// Ops exercised by cases that ran.
+    pub fn ops_covered(&self) -> BTreeSet<&'static str> {
+        self.cases
+            .iter()
+            .filter(|c| !matches!(c.outcome, Outcome::Skipped(_)))
+            .flat_map(|c| c.ops.iter().copied())
+            .collect()
+    }
+
+    /// The worst errors seen per dtype (the weight type for quantized cases) over the cases that ran.
+    pub fn worst_by_dtype(&self) -> Vec<(DType, Errors)> {
+        let mut out: Vec<(DType, Errors)> = Vec::new();
+        for c in self
+            .cases
+            .iter()
+            .filter(|c| !matches!(c.outcome, Outcome::Skipped(_)))
+        {
+            let dtype = c.quantized.unwrap_or(c.dtype);
+            match out.iter_mut().find(|(d, _)| *d == dtype) {
+                Some((_, e)) => {
+                    e.max_abs = e.max_abs.max(c.errors.max_abs);
+                    e.max_rel = e.max_rel.max(c.errors.max_rel);
+                }
+                None => out.push((dtype, c.errors)),
+            }
+        }
+        out.sort_by_key(|(d, _)| *d);
+        out
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "conformance on {}: {} cases",
+            self.device,
+            self.cases.len()
+        )?;
+        writeln!(f, "| case | dtype | max abs err | max rel err | result |")?;
+        writeln!(f, "|---|---|---|---|---|")?;
+        for c in &self.cases {
+            let result = match &c.outcome {
+                Outcome::Passed => "ok".to_string(),
+                Outcome::Failed(why) => format!("FAILED: {why}"),
+                Outcome::Skipped(why) => format!("skipped: {why}"),
+            };
+            writeln!(
+                f,
+                "| {} | {} | {:.2e} | {:.2e} | {} |",
+                c.name, c.dtype, c.errors.max_abs, c.errors.max_rel, result
+            )?;
+        }
+        writeln!(f, "worst error per dtype:")?;
+        for (d, e) in self.worst_by_dtype() {
+            writeln!(
+                f,
+                "  {d}: max abs {:.3e}, max rel {:.3e}",
+                e.max_abs, e.max_rel
+            )?;
+        }
+        let covered = self.ops_covered();
+        let missing: Vec<&str> = crate::graph::OP_NAMES
+            .iter()
+            .copied()
+            .filter(|o| !covered.contains(o))
+            .collect();
+        writeln!(
+            f,
+            "ops covered: {} of {}",
+            covered.len(),
+            crate::graph::OP_NAMES.len()
+        )?;
+        if !missing.is_empty() {
+            writeln!(f, "ops not covered: {}", missing.join(", "))?;
+        }
+        write!(
+            f,
+            "passed {}, failed {}, skipped {}",
+            self.cases.len() - self.failures().len() - self.skipped().len(),
+            self.failures().len(),
+            self.skipped().len()
+        )
+    }
+}
+
+/// Compares `got` with `reference` under `tol`; integers must match exactly.
+pub fn compare(got: &HostTensor, reference: &HostTensor, tol: Tolerance) -> Result<Errors, String> {
+    if got.dims() != reference.dims() || got.dtype() != reference.dtype() {
+        return Err(format!(
+            "got {}{:?}, expected {}{:?}",
+            got.dtype(),
+            got.dims(),
+            reference.dtype(),
+            reference.dims()
+        ));
+    }
+    let tol = if reference.dtype().is_int() {
+        Tolerance::EXACT
+    } else {
+        tol
+    };
+    let g = got.to_f32_vec().map_err(|e| e.to_string())?;
+    let r = reference.to_f32_vec().map_err(|e| e.to_string())?;
+    let rms = (r
+        .iter()
+        .filter(|v| v.is_finite())
+        .map(|v| v * v)
+        .sum::<f32>()
+        / r.len().max(1) as f32)
+        .sqrt();
+    let atol = tol.atol + tol.atol_rms * rms;
+    let mut e = Errors::default();
+    let mut worst: Option<(usize, f32)> = None;
+    for (i, (&a, &b)) in g.iter().zip(&r).enumerate() {
+        if a == b || (a.is_nan() && b.is_nan()) {
+            continue;
+        }
+        let d = (a - b).abs();
+        if !d.is_finite() {
+            return Err(format!("element {i}: got {a}, expected {b}"));
+        }
+        e.max_abs = e.max_abs.max(d);
+        let magnitude = b.abs().max(rms);
+        if magnitude > 0.0 {
+            e.max_rel = e.max_rel.max(d / magnitude);
+        }
+        let excess = d - (atol + tol.rtol * b.abs());
+        if excess > 0.0 && worst.is_none_or(|(_, w)| excess > w) {
+            worst = Some((i, excess));
+        }
+    }
+    if let Some((i, _)) = worst {
+        return Err(format!(
+            "element {i}: got {}, expected {} (max abs {:.3e}, allowed {:.1e} + {:.1e}·|x|)",
+            g[i], r[i], e.max_abs, atol, tol.rtol
+        ));
+    }
+    Ok(e)
+}
+
+/// Runs one case on `device` and compares outputs and final state with the interpreter.
+pub fn run_case<D: Device>(device: &D, case: &Case) -> CaseReport {
+    let weight_types: BTreeSet<DType> = case
+        .inputs
+        .iter()
+        .map(|(_, t)| t.dtype())
+        .filter(|d| d.is_quantized())
+        .collect();
+    let mut report = CaseReport {
+        name: case.name.clone(),
+        dtype: case.dtype,
+        quantized: weight_types.iter().next().copied(),
+        ops: case.ops(),
+        errors: Errors::default(),
+        tolerance: case.tolerance,
+        outcome: Outcome::Passed,
+    };
+    let info = device.info();
+    if !info.dtypes.contains(&case.dtype) {
+        report.outcome =
+            Outcome::Skipped(format!("{} does not compute in {}", info.name, case.dtype));
+        return report;
+    }
+    if let Some(q) = weight_types.iter().find(|q| !info.quantized.contains(q)) {
+        report.outcome = Outcome::Skipped(format!("{} has no {q} matmul", info.name));
+        return report;
+    }
+    match run_and_compare(device, case) {
+        Ok(e) => report.errors = e,
+        Err(why) => report.outcome = Outcome::Failed(why),
+    }
+    report
+}
+
+fn run_and_compare<D: Device>(device: &D, case: &Case) -> Result<Errors, String> {
+    let fail = |what: &str, e: crate::Error| format!("{what}: {e}");
+    // Reference.
+    let mut ref_state: Vec<(String, HostTensor)> = case.state.clone();
+    let ref_out = {
+        let args = ExecuteArgs::new()
+            .inputs_from(case.inputs.iter().map(|(n, t)| (n.as_str(), t)))
+            .states_from(ref_state.iter_mut().map(|(n, t)| (n.as_str(), t)));
+        let mut args = args;
+        for (n, v) in case.dims.iter() {
+            args = args.dim(n, v);
+        }
+        interpret(&case.graph, args).map_err(|e| fail("reference", e))?
+    };
+    // Device.
+    let exe = device
+        .compile(&case.graph, &Default::default())
+        .map_err(|e| fail("compile", e))?;
+    let inputs: Vec<D::Buffer> = case
+        .inputs
+        .iter()
+        .map(|(_, t)| device.upload(t))
+        .collect::<crate::Result<_>>()
+        .map_err(|e| fail("upload", e))?;
+    let mut state: Vec<D::Buffer> = case
+        .state
+        .iter()
+        .map(|(_, t)| device.upload(t))
+        .collect::<crate::Result<_>>()
+        .map_err(|e| fail("upload", e))?;
+    let outs = {
+        let mut args = ExecuteArgs::new()
+            .inputs_from(
+                case.inputs
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .zip(inputs.iter()),
+            )
+            .states_from(
+                case.state
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .zip(state.iter_mut()),
+            );
+        for (n, v) in case.dims.iter() {
+            args = args.dim(n, v);
+        }
+        device.execute(&exe, args).map_err(|e| fail("execute", e))?
+    };
+    let mut worst = Errors::default();
+    let mut check = |what: &str, got: &D::Buffer, reference: &HostTensor| -> Result<(), String> {
+        let got = device.download(got).map_err(|e| fail("download", e))?;
+        let e = compare(&got, reference, case.tolerance).map_err(|m| format!("{what}: {m}"))?;
+        worst.max_abs = worst.max_abs.max(e.max_abs);
+        worst.max_rel = worst.max_rel.max(e.max_rel);
+        Ok(())
+    };
+    for ((name, _), (got, reference)) in case.graph.outputs().iter().zip(outs.iter().zip(&ref_out))
+    {
+        check(&format!("output '{name}'"), got, reference)?;
+    }
+    for ((name, _), (got, (_, reference))) in case.state.iter().zip(state.iter().zip(&ref_state)) {
+        check(&format!("state '{name}'"), got, reference)?;
+    }
+    Ok(worst)
+}
+
+/// Runs every case of [`all_cases`] on `device`.
+pub fn run_suite<D: Device>(device: &D) -> Report {
+    Report {
+        device: device.info().display_name(),
+        cases: all_cases().iter().map(|c| run_case(device, c)).collect(),
+    }
+}
