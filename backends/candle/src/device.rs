@@ -1,0 +1,124 @@
+//! The candle device: CPU (and CUDA behind the `cuda` feature) through candle's kernels.
+
+use crate::buffer::{self, to_candle_dtype, CandleBuffer};
+use crate::executable::CandleExecutable;
+use candle_core::{Device as CDevice, Tensor};
+use switchyard_runtime::{
+    CompileOptions, DType, Device, DeviceInfo, Error, ExecuteArgs, Graph, HostTensor, Result,
+    ShapeSupport,
+};
+
+/// A device backed by candle: `cpu` (and `cuda:N` when built with the `cuda` feature).
+///
+/// ```
+/// use switchyard_candle::CandleDevice;
+/// use switchyard_runtime::Device;
+/// let cpu = CandleDevice::cpu();
+/// assert_eq!(cpu.info().name, "cpu");
+/// ```
+pub struct CandleDevice {
+    device: CDevice,
+    info: DeviceInfo,
+}
+
+const PLAIN: [DType; 7] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::I32,
+    DType::I64,
+    DType::U32,
+    DType::U8,
+];
+
+const QUANTIZED: [DType; 10] = [
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::Q8_0,
+    DType::Q2K,
+    DType::Q3K,
+    DType::Q4K,
+    DType::Q5K,
+    DType::Q6K,
+];
+
+impl std::fmt::Debug for CandleDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CandleDevice({})", self.info.name)
+    }
+}
+
+impl CandleDevice {
+    /// The host CPU.
+    pub fn cpu() -> Self {
+        let cpu = crate::cpu_info::describe();
+        CandleDevice {
+            device: CDevice::Cpu,
+            info: DeviceInfo {
+                name: "cpu".into(),
+                description: cpu.description,
+                emulated: false,
+                memory_total: cpu.memory_total,
+                memory_free: cpu.memory_free,
+                peak_bandwidth: None,
+                shape_support: ShapeSupport::Dynamic,
+                dtypes: PLAIN.to_vec(),
+                quantized: QUANTIZED.to_vec(),
+                runtime_compile: true,
+                details: cpu.details,
+            },
+        }
+    }
+
+    /// The underlying candle device.
+    pub fn candle_device(&self) -> &CDevice {
+        &self.device
+    }
+}
+
+impl Device for CandleDevice {
+    type Buffer = CandleBuffer;
+    type Executable = CandleExecutable;
+
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    fn allocate(&self, dtype: DType, dims: &[usize]) -> Result<CandleBuffer> {
+        let d = to_candle_dtype(dtype).ok_or_else(|| Error::Unsupported {
+            device: self.info.name.clone(),
+            what: format!("allocating {dtype} buffers (upload quantized weights instead)"),
+        })?;
+        let t = Tensor::zeros(dims, d, &self.device)
+            .map_err(|e| buffer::backend_err(&self.info.name, "allocate", e))?;
+        Ok(CandleBuffer::Tensor(t))
+    }
+
+    fn upload(&self, host: &HostTensor) -> Result<CandleBuffer> {
+        buffer::upload(&self.device, &self.info.name, host)
+    }
+
+    fn download(&self, buffer: &CandleBuffer) -> Result<HostTensor> {
+        buffer::download(&self.info.name, buffer)
+    }
+
+    fn compile(&self, graph: &Graph, _options: &CompileOptions) -> Result<CandleExecutable> {
+        CandleExecutable::compile(&self.device, &self.info.name, graph)
+    }
+
+    fn execute(
+        &self,
+        exe: &CandleExecutable,
+        args: ExecuteArgs<'_, CandleBuffer>,
+    ) -> Result<Vec<CandleBuffer>> {
+        exe.execute(&self.device, &self.info.name, args)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.device
+            .synchronize()
+            .map_err(|e| buffer::backend_err(&self.info.name, "synchronize", e))
+    }
+}

@@ -1,0 +1,247 @@
+//! One graph op as candle calls.
+
+use crate::buffer::{to_candle_dtype, CandleBuffer};
+use candle_core::{DType as CDType, Device as CDevice, Module, Result, Tensor, D};
+use switchyard_runtime::{
+    AttentionAttrs, BinaryOp, CompareOp, DType, DeviceBuffer, Op, ReduceOp, UnaryOp,
+};
+
+fn t(b: &CandleBuffer) -> Result<&Tensor> {
+    match b {
+        CandleBuffer::Tensor(t) => Ok(t),
+        CandleBuffer::Quantized { dtype, .. } => {
+            candle_core::bail!("a {dtype} weight can only be a matmul or gather operand")
+        }
+    }
+}
+
+fn cdtype(d: DType) -> Result<CDType> {
+    to_candle_dtype(d).ok_or_else(|| candle_core::Error::Msg(format!("{d} is not a plain dtype")))
+}
+
+/// Reads a small integer tensor (ids, positions) to the host.
+fn host_ints(x: &Tensor) -> Result<Vec<i64>> {
+    x.to_dtype(CDType::I64)?.flatten_all()?.to_vec1::<i64>()
+}
+
+/// Why an op failed: values the caller gave that the op cannot take, or candle itself.
+pub(crate) enum EvalError {
+    /// An index out of range, a cache overflow, a division by zero.
+    Invalid(String),
+    /// candle reported an error.
+    Candle(candle_core::Error),
+}
+
+impl From<candle_core::Error> for EvalError {
+    fn from(e: candle_core::Error) -> Self {
+        EvalError::Candle(e)
+    }
+}
+
+/// Evaluates `op` on `x`; `out` is the result's concrete dims and `dtype` its dtype.
+pub(crate) fn eval(
+    op: &Op,
+    x: &[&CandleBuffer],
+    out: &[usize],
+    dtype: DType,
+    dev: &CDevice,
+) -> std::result::Result<CandleBuffer, EvalError> {
+    let r = match op {
+        Op::Parameter { .. } | Op::Constant { .. } => {
+            unreachable!("parameters and constants are bound before evaluation")
+        }
+        Op::Iota { .. } => Tensor::arange(0i64, out[0] as i64, dev)?.to_dtype(cdtype(dtype)?)?,
+        Op::Gather => {
+            let ids = t(x[1])?;
+            let idv = host_ints(ids)?;
+            let rows = x[0].dims()[0];
+            if let Some(bad) = idv.iter().find(|&&i| i < 0 || i as usize >= rows) {
+                return Err(EvalError::Invalid(format!(
+                    "index {bad} out of range for a table of {rows} rows"
+                )));
+            }
+            match x[0] {
+                CandleBuffer::Tensor(table) => {
+                    let flat = ids.flatten_all()?.to_dtype(CDType::U32)?;
+                    table.index_select(&flat, 0)?.reshape(out)?
+                }
+                CandleBuffer::Quantized { tensor, .. } => tensor.embedding(ids)?.reshape(out)?,
+            }
+        }
+        Op::MatMul { transpose_rhs } => {
+            let a = t(x[0])?;
+            match x[1] {
+                CandleBuffer::Quantized { weight, .. } => weight.forward(&a.contiguous()?)?,
+                CandleBuffer::Tensor(b) => {
+                    let b = if *transpose_rhs { b.t()? } else { b.clone() };
+                    a.broadcast_matmul(&b)?
+                }
+            }
+        }
+        Op::Binary(op) => {
+            let (a, b) = (t(x[0])?, t(x[1])?);
+            match op {
+                BinaryOp::Add => a.broadcast_add(b)?,
+                BinaryOp::Sub => a.broadcast_sub(b)?,
+                BinaryOp::Mul => a.broadcast_mul(b)?,
+                BinaryOp::Div => {
+                    if dtype.is_int() && host_ints(b)?.contains(&0) {
+                        return Err(EvalError::Invalid("integer division by zero".into()));
+                    }
+                    a.broadcast_div(b)?
+                }
+                BinaryOp::Maximum => a.broadcast_maximum(b)?,
+                BinaryOp::Minimum => a.broadcast_minimum(b)?,
+            }
+        }
+        Op::Compare(op) => {
+            let (a, b) = (t(x[0])?, t(x[1])?);
+            match op {
+                CompareOp::Eq => a.broadcast_eq(b)?,
+                CompareOp::Ne => a.broadcast_ne(b)?,
+                CompareOp::Lt => a.broadcast_lt(b)?,
+                CompareOp::Le => a.broadcast_le(b)?,
+                CompareOp::Gt => a.broadcast_gt(b)?,
+                CompareOp::Ge => a.broadcast_ge(b)?,
+            }
+        }
+        Op::Unary(op) => {
+            let a = t(x[0])?;
+            match op {
+                UnaryOp::Neg => a.neg()?,
+                UnaryOp::Abs => a.abs()?,
+                UnaryOp::Exp => a.exp()?,
+                UnaryOp::Log => a.log()?,
+                UnaryOp::Sqrt => a.sqrt()?,
+                UnaryOp::Rsqrt => a.sqrt()?.recip()?,
+                UnaryOp::Recip => a.recip()?,
+                UnaryOp::Sqr => a.sqr()?,
+                UnaryOp::Tanh => a.tanh()?,
+                UnaryOp::Sin => a.sin()?,
+                UnaryOp::Cos => a.cos()?,
+                UnaryOp::Sigmoid => candle_nn::ops::sigmoid(a)?,
+                UnaryOp::Silu => a.silu()?,
+                UnaryOp::Relu => a.relu()?,
+                UnaryOp::GeluErf => a.gelu_erf()?,
+                UnaryOp::GeluTanh => a.gelu()?,
+            }
+        }
+        Op::Affine { mul, add } => t(x[0])?.affine(*mul as f64, *add as f64)?,
+        Op::SoftCap { cap } => t(x[0])?
+            .affine(1.0 / *cap as f64, 0.0)?
+            .tanh()?
+            .affine(*cap as f64, 0.0)?,
+        Op::RmsNorm { eps } => candle_nn::ops::rms_norm(&t(x[0])?.contiguous()?, t(x[1])?, *eps)?,
+        Op::LayerNorm { eps } => {
+            candle_nn::ops::layer_norm(&t(x[0])?.contiguous()?, t(x[1])?, t(x[2])?, *eps)?
+        }
+        Op::Rope { interleaved } => rope(t(x[0])?, t(x[1])?, t(x[2])?, *interleaved)?,
+        Op::Softmax => candle_nn::ops::softmax_last_dim(&t(x[0])?.contiguous()?)?,
+        Op::Reduce { op, axis } => {
+            let a = t(x[0])?;
+            match op {
+                ReduceOp::Sum => a.sum_keepdim(*axis)?,
+                ReduceOp::Max => a.max_keepdim(*axis)?,
+                ReduceOp::Mean => a.mean_keepdim(*axis)?,
+            }
+        }
+        Op::Reshape { .. } => t(x[0])?.reshape(out)?,
+        Op::Transpose { perm } => t(x[0])?.permute(perm.clone())?,
+        Op::Slice { axis, start, .. } => t(x[0])?.narrow(*axis, *start, out[*axis])?,
+        Op::Concat { axis } => {
+            let ts: Vec<&Tensor> = x.iter().map(|b| t(b)).collect::<Result<_>>()?;
+            Tensor::cat(&ts, *axis)?
+        }
+        Op::Cast { dtype } => t(x[0])?.to_dtype(cdtype(*dtype)?)?,
+        Op::Where => {
+            let cond = t(x[0])?.broadcast_as(out)?;
+            cond.where_cond(&t(x[1])?.broadcast_as(out)?, &t(x[2])?.broadcast_as(out)?)?
+        }
+        Op::KvWrite { axis } => {
+            let cache = t(x[0])?;
+            let new = t(x[1])?.contiguous()?;
+            let pos = host_ints(t(x[2])?)?[0];
+            let (n, cap) = (new.dim(*axis)?, cache.dim(*axis)?);
+            if pos < 0 || pos as usize + n > cap {
+                return Err(EvalError::Invalid(format!(
+                    "writing {n} entries at position {pos} overflows the cache length {cap}"
+                )));
+            }
+            // In place: the cache is the caller's state buffer.
+            cache.slice_set(&new, *axis, pos as usize)?;
+            cache.clone()
+        }
+        Op::Argmax => t(x[0])?.argmax(D::Minus1)?,
+        Op::Attention(attrs) => attention(t(x[0])?, t(x[1])?, t(x[2])?, t(x[3])?, attrs, dev)?,
+    };
+    Ok(CandleBuffer::Tensor(r))
+}
+
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor> {
+    let d = x.dim(3)?;
+    let r = 2 * cos.dim(1)?;
+    let apply = |x: &Tensor| {
+        let (x, c, s) = (x.contiguous()?, cos.contiguous()?, sin.contiguous()?);
+        if interleaved {
+            candle_nn::rotary_emb::rope_i(&x, &c, &s)
+        } else {
+            candle_nn::rotary_emb::rope(&x, &c, &s)
+        }
+    };
+    if r == d {
+        return apply(x);
+    }
+    let rotated = apply(&x.narrow(3, 0, r)?)?;
+    Tensor::cat(&[&rotated, &x.narrow(3, r, d - r)?], 3)
+}
+
+/// Attention as candle calls, following the IR's decomposition: grouped heads by reshaping q,
+/// scores, soft-cap, position masks, softmax, weighted sum of v.
+fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    q_pos: &Tensor,
+    a: &AttentionAttrs,
+    dev: &CDevice,
+) -> Result<Tensor> {
+    let (b, hq, tq, d) = q.dims4()?;
+    let (_, hkv, tk, _) = k.dims4()?;
+    let dv = v.dim(3)?;
+    let g = hq / hkv;
+    let q = q.contiguous()?.reshape((b, hkv, g * tq, d))?;
+    let mut scores = q.matmul(&k.t()?)?.affine(a.scale as f64, 0.0)?;
+    if let Some(cap) = a.softcap {
+        scores = scores
+            .affine(1.0 / cap as f64, 0.0)?
+            .tanh()?
+            .affine(cap as f64, 0.0)?;
+    }
+    if a.causal || a.window.is_some() {
+        let qp = q_pos.to_dtype(CDType::F32)?.reshape((tq, 1))?;
+        let kp = Tensor::arange(0u32, tk as u32, dev)?
+            .to_dtype(CDType::F32)?
+            .reshape((1, tk))?;
+        let mut visible: Option<Tensor> = None;
+        if a.causal {
+            visible = Some(kp.broadcast_le(&qp)?);
+        }
+        if let Some(w) = a.window {
+            let inside = kp.affine(1.0, w as f64)?.broadcast_gt(&qp)?;
+            visible = Some(match visible {
+                Some(v) => v.mul(&inside)?,
+                None => inside,
+            });
+        }
+        let shape5 = (b, hkv, g, tq, tk);
+        let mask = visible.expect("causal or window").broadcast_as(shape5)?;
+        let neg = Tensor::new(f32::NEG_INFINITY, dev)?
+            .to_dtype(scores.dtype())?
+            .broadcast_as(shape5)?;
+        scores = mask
+            .where_cond(&scores.reshape(shape5)?, &neg)?
+            .reshape((b, hkv, g * tq, tk))?;
+    }
+    let probs = candle_nn::ops::softmax_last_dim(&scores.contiguous()?)?;
+    probs.matmul(v)?.reshape((b, hq, tq, dv))
+}
