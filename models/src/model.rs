@@ -1,0 +1,119 @@
+//! A model on disk: config, weights, tokenizer and generation defaults, loaded together.
+
+use crate::chat::TokenizerConfig;
+use crate::checkpoint::Checkpoint;
+use crate::config::{Keys, ModelConfig};
+use crate::error::{read_json, ModelError, Result};
+use crate::hub::resolve_model;
+use crate::tokenizer::Tokenizer;
+use std::path::{Path, PathBuf};
+
+/// `generation_config.json`: end-of-sequence ids and the model's sampling defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenerationConfig {
+    /// Tokens that end generation (the file may give one id or a list).
+    pub eos_token_ids: Vec<u32>,
+    /// Beginning-of-sequence token.
+    pub bos_token_id: Option<u32>,
+    /// Default temperature, when the model's authors set one.
+    pub temperature: Option<f32>,
+    /// Default top-k.
+    pub top_k: Option<usize>,
+    /// Default top-p.
+    pub top_p: Option<f32>,
+    /// Default repetition penalty.
+    pub repetition_penalty: Option<f32>,
+    /// Whether the authors meant sampling (false: greedy).
+    pub do_sample: Option<bool>,
+}
+
+impl GenerationConfig {
+    /// Reads `generation_config.json`.
+    pub fn from_file(path: &Path) -> Result<GenerationConfig> {
+        let json = read_json(path)?;
+        let map = json
+            .as_object()
+            .ok_or_else(|| ModelError::config(path, "(root)", "expected a JSON object"))?;
+        let k = Keys { file: path, map };
+        Ok(GenerationConfig {
+            eos_token_ids: k.ids("eos_token_id")?,
+            bos_token_id: k.opt_usize("bos_token_id")?.map(|v| v as u32),
+            temperature: k.opt_f32("temperature")?,
+            top_k: k.opt_usize("top_k")?,
+            top_p: k.opt_f32("top_p")?,
+            repetition_penalty: k.opt_f32("repetition_penalty")?,
+            do_sample: map.get("do_sample").and_then(|v| v.as_bool()),
+        })
+    }
+}
+
+/// Everything read from a model directory. Weights stay memory-mapped until an engine uploads
+/// them.
+#[derive(Debug)]
+pub struct Model {
+    /// The directory the model was read from.
+    pub dir: PathBuf,
+    /// Hyper-parameters.
+    pub config: ModelConfig,
+    /// The weights.
+    pub checkpoint: Checkpoint,
+    /// The tokenizer, when the directory has `tokenizer.json`.
+    pub tokenizer: Option<Tokenizer>,
+    /// Special tokens and the chat template, when the directory has `tokenizer_config.json`.
+    pub tokenizer_config: Option<TokenizerConfig>,
+    /// Generation defaults, when the directory has `generation_config.json`.
+    pub generation_config: Option<GenerationConfig>,
+}
+
+impl Model {
+    /// Loads a model from a directory or a Hugging Face hub id (see [`resolve_model`]).
+    ///
+    /// ```no_run
+    /// let model = switchyard_models::Model::load("tests/fixtures/llama").unwrap();
+    /// println!("{} layers", model.config.num_layers);
+    /// ```
+    pub fn load(model: &str) -> Result<Model> {
+        let dir = resolve_model(model)?;
+        Self::load_dir(&dir)
+    }
+
+    /// Loads a model directory.
+    pub fn load_dir(dir: &Path) -> Result<Model> {
+        if !dir.is_dir() {
+            return Err(ModelError::Resolve {
+                model: dir.display().to_string(),
+                message: "expected a model directory (config.json, *.safetensors, tokenizer.json)"
+                    .into(),
+            });
+        }
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let checkpoint = Checkpoint::open_dir(dir)?;
+        let optional = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
+        let tokenizer = optional("tokenizer.json")
+            .map(|p| Tokenizer::from_file(&p))
+            .transpose()?;
+        let tokenizer_config = optional("tokenizer_config.json")
+            .map(|p| TokenizerConfig::from_file(&p))
+            .transpose()?;
+        let generation_config = optional("generation_config.json")
+            .map(|p| GenerationConfig::from_file(&p))
+            .transpose()?;
+        Ok(Model {
+            dir: dir.to_path_buf(),
+            config,
+            checkpoint,
+            tokenizer,
+            tokenizer_config,
+            generation_config,
+        })
+    }
+
+    /// The end-of-sequence ids: from `generation_config.json` when it names any, else from the
+    /// config.
+    pub fn eos_token_ids(&self) -> Vec<u32> {
+        match &self.generation_config {
+            Some(g) if !g.eos_token_ids.is_empty() => g.eos_token_ids.clone(),
+            _ => self.config.eos_token_ids.clone(),
+        }
+    }
+}

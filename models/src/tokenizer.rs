@@ -1,0 +1,99 @@
+//! `tokenizer.json` through the `tokenizers` crate, and streaming detokenization.
+
+use crate::error::{ModelError, Result};
+use std::path::{Path, PathBuf};
+
+/// A model's tokenizer.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    file: PathBuf,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokenizer({})", self.file.display())
+    }
+}
+
+impl Tokenizer {
+    /// Loads `tokenizer.json`.
+    pub fn from_file(path: &Path) -> Result<Tokenizer> {
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer {
+            file: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(Tokenizer {
+            inner,
+            file: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, e: impl ToString) -> ModelError {
+        ModelError::Tokenizer {
+            file: self.file.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Token ids of `text`; `add_special_tokens` applies the tokenizer's template (e.g. a BOS).
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        Ok(self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| self.err(e))?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Text of `ids`.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The id of a token string.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// A streaming decoder: feed ids one at a time, get text as soon as it is complete (a
+    /// multi-byte character split across tokens is held back until its last byte arrives).
+    pub fn stream(&self, skip_special_tokens: bool) -> TextStream<'_> {
+        TextStream {
+            inner: self.inner.decode_stream(skip_special_tokens),
+            file: &self.file,
+        }
+    }
+}
+
+type Inner<'a> = tokenizers::DecodeStream<
+    'a,
+    tokenizers::ModelWrapper,
+    tokenizers::NormalizerWrapper,
+    tokenizers::PreTokenizerWrapper,
+    tokenizers::PostProcessorWrapper,
+    tokenizers::DecoderWrapper,
+>;
+
+/// Incremental detokenization (see [`Tokenizer::stream`]), backed by the `tokenizers` crate's
+/// stream decoder.
+pub struct TextStream<'a> {
+    inner: Inner<'a>,
+    file: &'a Path,
+}
+
+impl TextStream<'_> {
+    /// Adds a token; returns newly complete text, if any.
+    pub fn push(&mut self, id: u32) -> Result<Option<String>> {
+        self.inner.step(id).map_err(|e| ModelError::Tokenizer {
+            file: self.file.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
