@@ -1,0 +1,51 @@
+//! # switchyard-models
+//!
+//! Hugging Face models on any Switchyard device: `config.json` (both layouts),
+//! memory-mapped safetensors (single or sharded), `tokenizer.json`, chat templates and
+//! generation defaults ([`Model`]); one graph builder per architecture for a prefill and a decode
+//! entry ([`build_graph`]); the [`Engine`] that uploads weights once, compiles each graph once and
+//! runs sessions with a device-resident KV cache; sampling and streaming generation
+//! ([`generate`]). It depends only on `switchyard-runtime`, so it runs unchanged on every device.
+//!
+//! ```no_run
+//! use switchyard_models::{generate, Engine, EngineOptions, GenerateOptions, Model};
+//! # fn demo<D: switchyard_runtime::Device>(device: D) -> switchyard_models::Result<()> {
+//! let model = Model::load("tests/fixtures/llama")?;
+//! let engine = Engine::new(device, &model.config, &model.checkpoint, &EngineOptions::default())?;
+//! let tokenizer = model.tokenizer.as_ref().unwrap();
+//! let prompt = tokenizer.encode("Hello", true)?;
+//! let mut session = engine.new_session()?;
+//! let out = generate(&engine, &mut session, Some(tokenizer), &prompt, &GenerateOptions::default(), |text| {
+//!     print!("{text}");
+//!     std::ops::ControlFlow::Continue(())
+//! })?;
+//! println!("\n{:.1} tokens/s", out.timings.decode_tokens_per_second());
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod chat;
+mod checkpoint;
+mod config;
+mod engine;
+mod error;
+mod generate;
+mod graph;
+mod hub;
+mod model;
+mod rope;
+mod sampling;
+mod tokenizer;
+
+pub use chat::{ChatMessage, TokenizerConfig};
+pub use checkpoint::Checkpoint;
+pub use config::{Activation, Arch, ModelConfig};
+pub use engine::{Engine, EngineOptions, Session, DEFAULT_MAX_CONTEXT};
+pub use error::{ModelError, Result};
+pub use generate::{generate, GenerateOptions, Generation, StopReason, Timings};
+pub use graph::{build_graph, embedding_name, kv_state_name, Entry, GraphOptions};
+pub use hub::{cached_snapshot, hub_cache_dir, resolve_model, resolve_model_with};
+pub use model::{GenerationConfig, Model};
+pub use rope::{Rope, RopeScaling};
+pub use sampling::{argmax, Sampler, SamplingParams};
+pub use tokenizer::{TextStream, Tokenizer};
