@@ -27,6 +27,7 @@ mod any_device;
 
 pub use any_device::{AnyBuffer, AnyDevice, AnyExecutable, DeviceStatus};
 pub use switchyard_candle as candle;
+pub use switchyard_models as models;
 pub use switchyard_runtime as runtime;
 pub use switchyard_runtime::{
     interpret, CompileOptions, DType, Device, DeviceBuffer, DeviceInfo, Dim, Error, Executable,

@@ -1,8 +1,8 @@
 //! The `switchyard` command line.
 
-use anyhow::{bail, Context, Result};
+mod cli;
+
 use clap::{Parser, Subcommand};
-use switchyard::{AnyDevice, Device};
 
 /// Switchyard: one model, every accelerator.
 #[derive(Parser)]
@@ -23,37 +23,16 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
-}
-
-fn devices() -> Result<()> {
-    for status in AnyDevice::probe_all() {
-        match status.status {
-            Ok(info) => print!("{info}"),
-            Err(reason) => println!("{}: unavailable: {reason}", status.name),
-        }
-    }
-    Ok(())
-}
-
-fn conformance(device: &str) -> Result<()> {
-    let device = AnyDevice::open(device)?;
-    let report = switchyard::runtime::conformance::run_suite(&device);
-    println!("{report}");
-    let failed = report.failures().len();
-    if failed > 0 {
-        bail!(
-            "{failed} conformance case(s) failed on {}",
-            device.info().display_name()
-        );
-    }
-    Ok(())
+    /// Generate text with a model.
+    Generate(Box<cli::generate::GenerateArgs>),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Devices => devices(),
-        Command::Conformance { device } => conformance(&device).context("conformance"),
+        Command::Devices => cli::devices(),
+        Command::Conformance { device } => cli::conformance(&device),
+        Command::Generate(args) => cli::generate::run(*args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -328,7 +328,7 @@ pub fn bind_args<B: DeviceBuffer>(sig: &Signature, args: &ExecuteArgs<'_, B>) ->
 /// Typical use: upload weights once, allocate state once, compile each graph once, then execute
 /// many times.
 ///
-/// ```ignore
+/// ```text
 /// let w = device.upload(&weights)?;
 /// let mut cache = device.allocate(DType::F32, &[1, 4, 512, 64])?;
 /// let exe = device.compile(&graph, &CompileOptions::default())?;

@@ -6,7 +6,7 @@
 //! worst error per dtype. Cases whose dtype the device does not list are reported as skipped with
 //! the reason, never silently passed.
 //!
-//! ```ignore
+//! ```text
 //! let report = switchyard_runtime::conformance::run_suite(&device);
 //! println!("{report}");
 //! assert!(report.failures().is_empty());
