@@ -137,13 +137,24 @@ fn half_precision_compute_stays_close_to_the_f32_golden() {
         for arch in ARCHS {
             let g = golden(arch);
             let model = Model::load_dir(&fixture(arch)).unwrap();
-            let opts = EngineOptions { dtype: Some(dtype), ..Default::default() };
-            let engine = Engine::new(CandleDevice::cpu(), &model.config, &model.checkpoint, &opts).unwrap();
+            let opts = EngineOptions {
+                dtype: Some(dtype),
+                ..Default::default()
+            };
+            let engine =
+                Engine::new(CandleDevice::cpu(), &model.config, &model.checkpoint, &opts).unwrap();
             let mut session = engine.new_session().unwrap();
             let logits = engine.prefill(&mut session, &g.prompt_ids).unwrap();
             let scale = g.logits.iter().map(|x| x.abs()).fold(0f32, f32::max);
-            let err = logits.iter().zip(&g.logits).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(err <= bound * scale, "{arch} in {dtype}: max abs error {err} > {bound} x {scale}");
+            let err = logits
+                .iter()
+                .zip(&g.logits)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                err <= bound * scale,
+                "{arch} in {dtype}: max abs error {err} > {bound} x {scale}"
+            );
         }
     }
 }
