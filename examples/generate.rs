@@ -15,7 +15,7 @@ fn main() -> anyhow::Result<()> {
     let engine = Engine::new(
         AnyDevice::open("cpu")?,
         &model.config,
-        &model.checkpoint,
+        model.weights.as_ref(),
         &EngineOptions::default(),
     )?;
     let tokenizer = model

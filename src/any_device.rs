@@ -198,4 +198,10 @@ impl Device for AnyDevice {
             AnyDevice::Candle(d) => d.synchronize(),
         }
     }
+
+    fn memory_in_use(&self) -> Option<u64> {
+        match self {
+            AnyDevice::Candle(d) => d.memory_in_use(),
+        }
+    }
 }

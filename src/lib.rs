@@ -24,6 +24,8 @@
 #![warn(missing_docs)]
 
 mod any_device;
+pub mod bench;
+pub mod quantize;
 
 pub use any_device::{AnyBuffer, AnyDevice, AnyExecutable, DeviceStatus};
 pub use switchyard_candle as candle;

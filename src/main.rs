@@ -25,14 +25,32 @@ enum Command {
     },
     /// Generate text with a model.
     Generate(Box<cli::generate::GenerateArgs>),
+    /// Measure tokens per second, latency, roofline efficiency and cost on each device, side by
+    /// side (the default model is built in: no download).
+    Bench(Box<cli::bench::BenchArgs>),
+    /// Write a model as a GGUF file (f32/f16/bf16 or a llama.cpp block-quantized type).
+    Quantize(cli::quantize::QuantizeArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
+    if let Command::Bench(args) = &cli.command {
+        if let Some(n) = args.threads {
+            if n == 0 {
+                eprintln!("error: --threads 0: at least one thread is needed");
+                std::process::exit(1);
+            }
+            // Read by candle and rayon when their thread pools start, which has not happened yet:
+            // nothing else runs at this point.
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        }
+    }
     let result = match cli.command {
         Command::Devices => cli::devices(),
         Command::Conformance { device } => cli::conformance(&device),
         Command::Generate(args) => cli::generate::run(*args),
+        Command::Bench(args) => cli::bench::run_bench(*args),
+        Command::Quantize(args) => cli::quantize::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

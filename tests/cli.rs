@@ -223,3 +223,62 @@ fn generate_resolves_hub_ids_through_the_local_cache() {
         "{stderr}"
     );
 }
+
+#[test]
+fn bench_writes_json_and_a_plot_and_refuses_unwritable_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("chart.svg");
+    let plot_s = plot.to_str().unwrap();
+    let args = [
+        "bench",
+        "--model",
+        "tests/fixtures/qwen2",
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "-r",
+        "2",
+        "-o",
+        "json",
+        "--plot",
+        plot_s,
+    ];
+    let (code, stdout, stderr) = switchyard(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("json on stdout");
+    assert_eq!(
+        v["devices"][0]["results"][0]["samples"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
+
+    let (code, stdout, stderr) = switchyard(&[
+        "bench",
+        "--model",
+        "tests/fixtures/qwen2",
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "--plot",
+        "/nonexistent-dir/x.svg",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.is_empty() && stderr.contains("--plot") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = switchyard(&[
+        "bench",
+        "--model",
+        "tests/fixtures/qwen2",
+        "--price",
+        "cpu=abc",
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--price cpu=abc"), "{stderr}");
+}

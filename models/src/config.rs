@@ -440,19 +440,24 @@ impl ModelConfig {
         })
     }
 
-    /// Number of parameters (weights) the config implies, tied embeddings counted once.
-    pub fn parameter_count(&self) -> usize {
-        let (h, i, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
-        let q = self.num_heads * self.head_dim;
-        let kv = self.num_kv_heads * self.head_dim;
-        let attn = h * (q + 2 * kv) + q * h;
-        let mlp = if self.arch == Arch::Gpt2 {
-            2 * h * i
-        } else {
-            3 * h * i
-        };
-        let head = if self.tie_word_embeddings { 0 } else { v * h };
-        v * h + head + self.num_layers * (attn + mlp)
+    /// Number of parameters the config implies (every weight of its graph, tied embeddings
+    /// counted once).
+    pub fn parameter_count(&self) -> Result<usize> {
+        let graph = crate::graph::build_graph(
+            self,
+            &crate::graph::GraphOptions {
+                entry: crate::graph::Entry::Decode,
+                compute: DType::F32,
+                max_context: 1,
+            },
+        )?;
+        Ok(graph
+            .signature()
+            .params
+            .iter()
+            .filter(|p| p.kind == switchyard_runtime::ParamKind::Weight)
+            .map(|p| p.spec.shape.max_numel())
+            .sum())
     }
 }
 

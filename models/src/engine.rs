@@ -1,10 +1,10 @@
 //! The engine: a model's weights on a device, its graphs compiled once, and sessions that own a
 //! KV cache.
 
-use crate::checkpoint::Checkpoint;
 use crate::config::{Arch, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::graph::{build_graph, kv_state_name, Entry, GraphOptions};
+use crate::weights::WeightSource;
 use std::time::{Duration, Instant};
 use switchyard_runtime::{
     DType, Device, DeviceBuffer, Executable, ExecuteArgs, HostTensor, ParamKind, ShapeSupport,
@@ -57,10 +57,14 @@ impl<D: Device> Session<D> {
 }
 
 /// The checkpoint name of a graph weight (GPT-2 checkpoints may prefix `transformer.`).
-fn checkpoint_name<'a>(ckpt: &Checkpoint, name: &'a str, arch: Arch) -> std::borrow::Cow<'a, str> {
-    if arch == Arch::Gpt2 && !ckpt.contains(name) {
+fn checkpoint_name<'a>(
+    source: &dyn WeightSource,
+    name: &'a str,
+    arch: Arch,
+) -> std::borrow::Cow<'a, str> {
+    if arch == Arch::Gpt2 && !source.contains(name) {
         let prefixed = format!("transformer.{name}");
-        if ckpt.contains(&prefixed) {
+        if source.contains(&prefixed) {
             return prefixed.into();
         }
     }
@@ -68,12 +72,12 @@ fn checkpoint_name<'a>(ckpt: &Checkpoint, name: &'a str, arch: Arch) -> std::bor
 }
 
 impl<D: Device> Engine<D> {
-    /// Uploads the weights of `checkpoint` (as the graphs for `config` declare them) to `device`
+    /// Uploads the weights from `source` (each one the graphs for `config` declare) to `device`
     /// and compiles the prefill and decode graphs.
     pub fn new(
         device: D,
         config: &ModelConfig,
-        checkpoint: &Checkpoint,
+        source: &dyn WeightSource,
         options: &EngineOptions,
     ) -> Result<Self> {
         let info = device.info();
@@ -116,7 +120,7 @@ impl<D: Device> Engine<D> {
         let decode_graph = graph(Entry::Decode)?;
 
         let start = Instant::now();
-        let mut weights = Vec::new();
+        let mut uploaded = Vec::new();
         let mut weight_bytes = 0;
         for p in prefill_graph
             .signature()
@@ -124,12 +128,9 @@ impl<D: Device> Engine<D> {
             .iter()
             .filter(|p| p.kind == ParamKind::Weight)
         {
-            let name = checkpoint_name(checkpoint, &p.name, config.arch);
-            let host = checkpoint.tensor(&name)?;
-            let file = checkpoint
-                .file_of(&name)
-                .unwrap_or(std::path::Path::new("?"))
-                .to_path_buf();
+            let name = checkpoint_name(source, &p.name, config.arch);
+            let host = source.tensor(&name)?;
+            let file = std::path::PathBuf::from(source.origin(&name));
             let expected = p
                 .spec
                 .shape
@@ -155,7 +156,7 @@ impl<D: Device> Engine<D> {
                 });
             };
             weight_bytes += host.as_bytes().len();
-            weights.push((p.name.clone(), device.upload(&host)?));
+            uploaded.push((p.name.clone(), device.upload(&host)?));
         }
         device.synchronize()?;
         let load_time = start.elapsed();
@@ -170,7 +171,7 @@ impl<D: Device> Engine<D> {
             config: config.clone(),
             compute,
             max_context,
-            weights,
+            weights: uploaded,
             prefill,
             decode,
             load_time,

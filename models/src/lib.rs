@@ -11,7 +11,7 @@
 //! use switchyard_models::{generate, Engine, EngineOptions, GenerateOptions, Model};
 //! # fn demo<D: switchyard_runtime::Device>(device: D) -> switchyard_models::Result<()> {
 //! let model = Model::load("tests/fixtures/llama")?;
-//! let engine = Engine::new(device, &model.config, &model.checkpoint, &EngineOptions::default())?;
+//! let engine = Engine::new(device, &model.config, model.weights.as_ref(), &EngineOptions::default())?;
 //! let tokenizer = model.tokenizer.as_ref().unwrap();
 //! let prompt = tokenizer.encode("Hello", true)?;
 //! let mut session = engine.new_session()?;
@@ -24,19 +24,23 @@
 //! ```
 #![warn(missing_docs)]
 
+mod builtin;
 mod chat;
 mod checkpoint;
 mod config;
 mod engine;
 mod error;
 mod generate;
+pub mod gguf;
 mod graph;
 mod hub;
 mod model;
 mod rope;
 mod sampling;
 mod tokenizer;
+mod weights;
 
+pub use builtin::{builtin_config, RandomWeights, BUILTIN_MODELS};
 pub use chat::{ChatMessage, TokenizerConfig};
 pub use checkpoint::Checkpoint;
 pub use config::{Activation, Arch, ModelConfig};
@@ -49,3 +53,4 @@ pub use model::{GenerationConfig, Model};
 pub use rope::{Rope, RopeScaling};
 pub use sampling::{argmax, Sampler, SamplingParams};
 pub use tokenizer::{TextStream, Tokenizer};
+pub use weights::WeightSource;

@@ -1,11 +1,13 @@
 //! A model on disk: config, weights, tokenizer and generation defaults, loaded together.
 
+use crate::builtin::{builtin_config, RandomWeights};
 use crate::chat::TokenizerConfig;
 use crate::checkpoint::Checkpoint;
 use crate::config::{Keys, ModelConfig};
 use crate::error::{read_json, ModelError, Result};
 use crate::hub::resolve_model;
 use crate::tokenizer::Tokenizer;
+use crate::weights::WeightSource;
 use std::path::{Path, PathBuf};
 
 /// `generation_config.json`: end-of-sequence ids and the model's sampling defaults.
@@ -47,16 +49,15 @@ impl GenerationConfig {
     }
 }
 
-/// Everything read from a model directory. Weights stay memory-mapped until an engine uploads
-/// them.
-#[derive(Debug)]
+/// Everything read from a model directory (or made up for a built-in model). Weights stay
+/// memory-mapped (or ungenerated) until an engine uploads them.
 pub struct Model {
-    /// The directory the model was read from.
+    /// The directory the model was read from (`builtin:NAME` for built-in models).
     pub dir: PathBuf,
     /// Hyper-parameters.
     pub config: ModelConfig,
     /// The weights.
-    pub checkpoint: Checkpoint,
+    pub weights: Box<dyn WeightSource>,
     /// The tokenizer, when the directory has `tokenizer.json`.
     pub tokenizer: Option<Tokenizer>,
     /// Special tokens and the chat template, when the directory has `tokenizer_config.json`.
@@ -65,16 +66,45 @@ pub struct Model {
     pub generation_config: Option<GenerationConfig>,
 }
 
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Model({}, {})", self.dir.display(), self.config.arch)
+    }
+}
+
+/// Seed of the built-in models' random weights.
+const BUILTIN_SEED: u64 = 0x5377_6974_6368_7961;
+
 impl Model {
-    /// Loads a model from a directory or a Hugging Face hub id (see [`resolve_model`]).
+    /// Loads a model: `builtin:NAME` (random weights with a real model's shapes, see
+    /// [`crate::BUILTIN_MODELS`]), a directory, or a Hugging Face hub id (see [`resolve_model`]).
     ///
     /// ```no_run
     /// let model = switchyard_models::Model::load("tests/fixtures/llama").unwrap();
     /// println!("{} layers", model.config.num_layers);
     /// ```
     pub fn load(model: &str) -> Result<Model> {
+        if let Some(name) = model.strip_prefix("builtin:") {
+            return Self::builtin(name);
+        }
         let dir = resolve_model(model)?;
         Self::load_dir(&dir)
+    }
+
+    /// The built-in model `name`: no tokenizer, deterministic random weights generated as the
+    /// engine uploads them.
+    pub fn builtin(name: &str) -> Result<Model> {
+        let config = builtin_config(name)?;
+        let label = format!("builtin:{name}");
+        let weights = RandomWeights::new(&config, BUILTIN_SEED, &label)?;
+        Ok(Model {
+            dir: PathBuf::from(&label),
+            config,
+            weights: Box::new(weights),
+            tokenizer: None,
+            tokenizer_config: None,
+            generation_config: None,
+        })
     }
 
     /// Loads a model directory.
@@ -101,7 +131,7 @@ impl Model {
         Ok(Model {
             dir: dir.to_path_buf(),
             config,
-            checkpoint,
+            weights: Box::new(checkpoint),
             tokenizer,
             tokenizer_config,
             generation_config,

@@ -35,7 +35,7 @@ fn engine_err(dir: &Path) -> String {
     Engine::new(
         CandleDevice::cpu(),
         &m.config,
-        &m.checkpoint,
+        m.weights.as_ref(),
         &EngineOptions::default(),
     )
     .err()
@@ -206,7 +206,7 @@ fn requests_beyond_the_context_and_bad_options() {
         max_context: Some(8),
         ..Default::default()
     };
-    let engine = Engine::new(CandleDevice::cpu(), &m.config, &m.checkpoint, &opts).unwrap();
+    let engine = Engine::new(CandleDevice::cpu(), &m.config, m.weights.as_ref(), &opts).unwrap();
     let mut s = engine.new_session().unwrap();
     let prompt: Vec<u32> = (1..=9).collect();
     let e = generate(
@@ -233,7 +233,7 @@ fn requests_beyond_the_context_and_bad_options() {
     let e = Engine::new(
         CandleDevice::cpu(),
         &m.config,
-        &m.checkpoint,
+        m.weights.as_ref(),
         &EngineOptions {
             max_context: Some(100_000),
             ..Default::default()

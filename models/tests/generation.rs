@@ -28,7 +28,7 @@ fn run(
     let engine = Engine::new(
         CandleDevice::cpu(),
         config,
-        &model.checkpoint,
+        model.weights.as_ref(),
         &EngineOptions {
             max_context,
             ..Default::default()
@@ -177,7 +177,13 @@ fn decoding_reuses_the_compiled_executables() {
         compiles: AtomicUsize::new(0),
         executes: AtomicUsize::new(0),
     };
-    let engine = Engine::new(device, &m.config, &m.checkpoint, &EngineOptions::default()).unwrap();
+    let engine = Engine::new(
+        device,
+        &m.config,
+        m.weights.as_ref(),
+        &EngineOptions::default(),
+    )
+    .unwrap();
     assert_eq!(
         engine.device().compiles.load(Ordering::SeqCst),
         2,

@@ -81,7 +81,7 @@ fn every_architecture_matches_its_golden_on_cpu() {
             let engine = Engine::new(
                 CandleDevice::cpu(),
                 &config,
-                &model.checkpoint,
+                model.weights.as_ref(),
                 &EngineOptions::default(),
             )
             .unwrap();
@@ -141,8 +141,13 @@ fn half_precision_compute_stays_close_to_the_f32_golden() {
                 dtype: Some(dtype),
                 ..Default::default()
             };
-            let engine =
-                Engine::new(CandleDevice::cpu(), &model.config, &model.checkpoint, &opts).unwrap();
+            let engine = Engine::new(
+                CandleDevice::cpu(),
+                &model.config,
+                model.weights.as_ref(),
+                &opts,
+            )
+            .unwrap();
             let mut session = engine.new_session().unwrap();
             let logits = engine.prefill(&mut session, &g.prompt_ids).unwrap();
             let scale = g.logits.iter().map(|x| x.abs()).fold(0f32, f32::max);

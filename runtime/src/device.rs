@@ -377,6 +377,12 @@ pub trait Device: Send + Sync {
     /// Waits until all work submitted to the device has finished.
     fn synchronize(&self) -> Result<()>;
 
+    /// Bytes of device memory in use, where the device reports it (`None` for the host CPU,
+    /// whose memory is the process's).
+    fn memory_in_use(&self) -> Option<u64> {
+        None
+    }
+
     /// Runs `f` between two synchronizations and returns its result with the elapsed time, so
     /// asynchronous devices are timed for the work done, not for the work queued.
     fn timed<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<(R, Duration)>

@@ -26,6 +26,10 @@
 //! ```
 #![warn(missing_docs)]
 
+// Host tensors hold little-endian bytes and some constructors view native values as bytes.
+#[cfg(target_endian = "big")]
+compile_error!("switchyard-runtime supports little-endian targets only");
+
 mod device;
 mod dtype;
 mod error;

@@ -65,6 +65,15 @@ impl HostBytes {
     }
 }
 
+/// A vector of plain values seen as its bytes (little-endian hosts only, as everywhere here).
+struct PodBytes<T>(Vec<T>);
+
+impl<T: bytemuck::Pod> AsRef<[u8]> for PodBytes<T> {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0)
+    }
+}
+
 /// A tensor in host memory: dtype, concrete dimensions and little-endian bytes.
 ///
 /// Cloning is cheap (the bytes are shared). A tensor made with [`HostTensor::from_shared`]
@@ -167,6 +176,23 @@ impl HostTensor {
                 offset,
                 len,
                 borrowed: true,
+            },
+        })
+    }
+
+    /// An f32 tensor that takes ownership of `values` without copying them.
+    pub fn from_f32_vec(dims: &[usize], values: Vec<f32>) -> Result<Self> {
+        let owner = Arc::new(PodBytes(values));
+        let len = (*owner).as_ref().len();
+        check_layout(DType::F32, dims, len)?;
+        Ok(HostTensor {
+            dtype: DType::F32,
+            dims: dims.to_vec(),
+            data: HostBytes {
+                owner,
+                offset: 0,
+                len,
+                borrowed: false,
             },
         })
     }

@@ -176,7 +176,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let engine = Engine::new(
         device,
         &model.config,
-        &model.checkpoint,
+        model.weights.as_ref(),
         &EngineOptions {
             dtype,
             max_context: a.max_context,

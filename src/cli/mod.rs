@@ -1,6 +1,8 @@
 //! The `switchyard` subcommands.
 
+pub mod bench;
 pub mod generate;
+pub mod quantize;
 
 use anyhow::{bail, Result};
 use switchyard::{AnyDevice, Device};

@@ -1,0 +1,187 @@
+//! Exporting a Llama-architecture model to GGUF, as llama.cpp expects it.
+
+use super::{file_type, GgufValue, GgufWriter};
+use crate::config::{Arch, ModelConfig};
+use crate::error::{ModelError, Result};
+use crate::model::Model;
+use crate::rope::RopeScaling;
+use std::path::Path;
+use switchyard_runtime::{DType, HostTensor};
+
+/// The GGUF name of a Hugging Face Llama tensor name.
+pub fn gguf_tensor_name(hf: &str) -> Option<String> {
+    let fixed = match hf {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let g = match part {
+        "input_layernorm.weight" => "attn_norm.weight",
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{g}"))
+}
+
+/// Reorders the rows of a q or k projection from the Hugging Face rotary layout (feature pairs
+/// `(i, i + d/2)` within each head) to the GGUF one (pairs `(2i, 2i + 1)`).
+pub fn permute_rotary_rows(t: &HostTensor, heads: usize) -> Result<HostTensor> {
+    let (rows, cols) = (t.dims()[0], t.dims()[1]);
+    let d = rows / heads;
+    let v = t.to_f32_vec()?;
+    let mut out = vec![0f32; v.len()];
+    for h in 0..heads {
+        for j in 0..d / 2 {
+            for (dst, src) in [(2 * j, j), (2 * j + 1, j + d / 2)] {
+                let (o, i) = ((h * d + dst) * cols, (h * d + src) * cols);
+                out[o..o + cols].copy_from_slice(&v[i..i + cols]);
+            }
+        }
+    }
+    Ok(HostTensor::from_f32_vec(&[rows, cols], out)?)
+}
+
+/// A placeholder SentencePiece vocabulary of `n` tokens (`<unk>`, `<s>`, `</s>`, the 256 byte
+/// tokens, then `▁tN`), for models without a tokenizer: llama.cpp needs a vocabulary to load a
+/// model even when it is fed token ids directly.
+fn placeholder_vocab(n: usize) -> (Vec<String>, Vec<f32>, Vec<i32>) {
+    let mut tokens = Vec::with_capacity(n);
+    let mut types = Vec::with_capacity(n);
+    for i in 0..n {
+        let (t, ty) = match i {
+            0 => ("<unk>".to_string(), 2),
+            1 => ("<s>".to_string(), 3),
+            2 => ("</s>".to_string(), 3),
+            3..=258 => (format!("<0x{:02X}>", i - 3), 6),
+            _ => (format!("\u{2581}t{i}"), 1),
+        };
+        tokens.push(t);
+        types.push(ty);
+    }
+    let scores = (0..n).map(|i| -(i as f32)).collect();
+    (tokens, scores, types)
+}
+
+fn check_exportable(c: &ModelConfig) -> Result<()> {
+    let bad = |what: String| {
+        Err(ModelError::InvalidOption {
+            option: "--model",
+            message: format!("GGUF export supports plain Llama-architecture models: {what}"),
+        })
+    };
+    if c.arch != Arch::Llama {
+        return bad(format!("this is {}", c.arch));
+    }
+    if c.qkv_bias || c.o_bias || c.mlp_bias {
+        return bad("this one has biases".into());
+    }
+    match c.rope.as_ref().map(|r| &r.scaling) {
+        Some(RopeScaling::None) => Ok(()),
+        _ => bad("rope scaling is not exported".into()),
+    }
+}
+
+/// Writes `model` as a GGUF file at `path`. Every weight is read in f32, q/k rows are permuted to
+/// GGUF's rotary layout, and `convert` turns each tensor into the stored dtype (given the GGUF
+/// tensor name, so callers can keep norms in f32). `mostly` is the dtype recorded as the file type.
+pub fn export_gguf(
+    model: &Model,
+    mostly: DType,
+    convert: &dyn Fn(&str, HostTensor) -> Result<HostTensor>,
+    path: &Path,
+) -> Result<()> {
+    let c = &model.config;
+    check_exportable(c)?;
+    let rope = c.rope.as_ref().expect("llama has rope");
+    let mut w = GgufWriter::new();
+    let name = model.dir.display().to_string();
+    let u = |v: usize| GgufValue::U32(v as u32);
+    w.meta("general.architecture", GgufValue::Str("llama".into()))
+        .meta("general.name", GgufValue::Str(name))
+        .meta("general.file_type", GgufValue::U32(file_type(mostly)))
+        .meta("llama.context_length", u(c.max_position_embeddings))
+        .meta("llama.embedding_length", u(c.hidden_size))
+        .meta("llama.block_count", u(c.num_layers))
+        .meta("llama.feed_forward_length", u(c.intermediate_size))
+        .meta("llama.rope.dimension_count", u(rope.rotary_dim))
+        .meta("llama.attention.head_count", u(c.num_heads))
+        .meta("llama.attention.head_count_kv", u(c.num_kv_heads))
+        .meta(
+            "llama.attention.layer_norm_rms_epsilon",
+            GgufValue::F32(c.norm_eps),
+        )
+        .meta("llama.rope.freq_base", GgufValue::F32(rope.theta))
+        .meta("llama.vocab_size", u(c.vocab_size));
+    let (tokens, scores, types) = placeholder_vocab(c.vocab_size);
+    w.meta("tokenizer.ggml.model", GgufValue::Str("llama".into()))
+        .meta("tokenizer.ggml.tokens", GgufValue::StrArray(tokens))
+        .meta("tokenizer.ggml.scores", GgufValue::F32Array(scores))
+        .meta("tokenizer.ggml.token_type", GgufValue::I32Array(types))
+        .meta("tokenizer.ggml.unknown_token_id", GgufValue::U32(0))
+        .meta("tokenizer.ggml.bos_token_id", GgufValue::U32(1))
+        .meta("tokenizer.ggml.eos_token_id", GgufValue::U32(2));
+    let graph = crate::graph::build_graph(
+        c,
+        &crate::graph::GraphOptions {
+            entry: crate::graph::Entry::Decode,
+            compute: DType::F32,
+            max_context: 1,
+        },
+    )?;
+    for p in graph.signature().params {
+        if p.kind != switchyard_runtime::ParamKind::Weight {
+            continue;
+        }
+        let gguf = gguf_tensor_name(&p.name).ok_or_else(|| ModelError::InvalidOption {
+            option: "--model",
+            message: format!("no GGUF name for tensor {}", p.name),
+        })?;
+        let mut t = model.weights.tensor(&p.name)?.to_dtype(DType::F32)?;
+        if p.name.ends_with("q_proj.weight") {
+            t = permute_rotary_rows(&t, c.num_heads)?;
+        } else if p.name.ends_with("k_proj.weight") {
+            t = permute_rotary_rows(&t, c.num_kv_heads)?;
+        }
+        let stored = convert(&gguf, t)?;
+        w.tensor(&gguf, stored)?;
+    }
+    w.write(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotary_permutation_interleaves_each_head() {
+        // 2 heads of dimension 4, one column: rows are the row indices.
+        let t = HostTensor::from_f32(&[8, 1], &[0., 1., 2., 3., 4., 5., 6., 7.]).unwrap();
+        let p = permute_rotary_rows(&t, 2).unwrap().to_f32_vec().unwrap();
+        assert_eq!(p, vec![0., 2., 1., 3., 4., 6., 5., 7.]);
+        assert_eq!(
+            gguf_tensor_name("model.layers.12.mlp.down_proj.weight").as_deref(),
+            Some("blk.12.ffn_down.weight")
+        );
+        assert_eq!(
+            gguf_tensor_name("model.embed_tokens.weight").as_deref(),
+            Some("token_embd.weight")
+        );
+        assert_eq!(
+            gguf_tensor_name("model.layers.0.self_attn.rotary_emb.inv_freq"),
+            None
+        );
+    }
+}

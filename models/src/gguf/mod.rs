@@ -1,0 +1,66 @@
+//! GGUF, the llama.cpp file format: metadata key/values, tensor infos, aligned tensor data.
+//!
+//! Written from the format's public specification (version 3, little-endian).
+
+mod export;
+mod writer;
+
+pub use export::{export_gguf, gguf_tensor_name, permute_rotary_rows};
+pub use writer::{GgufValue, GgufWriter};
+
+use switchyard_runtime::DType;
+
+/// The GGUF magic bytes.
+pub const MAGIC: &[u8; 4] = b"GGUF";
+/// The format version written.
+pub const VERSION: u32 = 3;
+/// Default alignment of tensor data.
+pub const DEFAULT_ALIGNMENT: usize = 32;
+
+/// The ggml type id of a dtype, as GGUF tensor infos record it.
+pub fn ggml_type(d: DType) -> Option<u32> {
+    ALL_GGML.iter().find(|(x, _)| *x == d).map(|(_, id)| *id)
+}
+
+/// The dtype of a ggml type id.
+pub fn dtype_of_ggml(t: u32) -> Option<DType> {
+    ALL_GGML.iter().find(|(_, id)| *id == t).map(|(d, _)| *d)
+}
+
+const ALL_GGML: [(DType, u32); 15] = [
+    (DType::F32, 0),
+    (DType::F16, 1),
+    (DType::Q4_0, 2),
+    (DType::Q4_1, 3),
+    (DType::Q5_0, 6),
+    (DType::Q5_1, 7),
+    (DType::Q8_0, 8),
+    (DType::Q2K, 10),
+    (DType::Q3K, 11),
+    (DType::Q4K, 12),
+    (DType::Q5K, 13),
+    (DType::Q6K, 14),
+    (DType::I32, 26),
+    (DType::I64, 27),
+    (DType::BF16, 30),
+];
+
+/// `general.file_type` for a model whose matrices are mostly `d`.
+pub fn file_type(d: DType) -> u32 {
+    match d {
+        DType::F32 => 0,
+        DType::F16 => 1,
+        DType::Q4_0 => 2,
+        DType::Q4_1 => 3,
+        DType::Q8_0 => 7,
+        DType::Q5_0 => 8,
+        DType::Q5_1 => 9,
+        DType::Q2K => 10,
+        DType::Q3K => 12,
+        DType::Q4K => 15,
+        DType::Q5K => 17,
+        DType::Q6K => 18,
+        DType::BF16 => 32,
+        _ => 0,
+    }
+}

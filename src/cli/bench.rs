@@ -1,0 +1,157 @@
+//! `switchyard bench`: the side-by-side benchmark.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use switchyard::bench::{
+    check_writable, run, svg, write_atomically, BenchOptions, PriceTable, Progress,
+};
+use switchyard::DType;
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A markdown table to paste.
+    Md,
+    /// One row per run (every sample).
+    Csv,
+    /// The whole report with every sample.
+    Json,
+    /// One JSON object per sample.
+    Jsonl,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// builtin:NAME (smollm2-135m, tinyllama-1.1b), a model directory or a hub id.
+    #[arg(long, default_value = "builtin:smollm2-135m")]
+    model: String,
+    /// Devices to measure, comma-separated (cpu, cuda:N, neuron:N), or `all`.
+    #[arg(long, value_delimiter = ',', default_value = "cpu")]
+    devices: Vec<String>,
+    /// Prompt sizes for the prompt-processing tests (`-p ""` skips them).
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "512"
+    )]
+    prompt: Vec<String>,
+    /// Generation sizes for the generation tests (`-n ""` skips them).
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
+    gen: Vec<String>,
+    /// Measured repetitions per test.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    repetitions: usize,
+    /// Warm-up runs per test (not measured).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// CPU compute threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Compute dtype: f32, f16 or bf16 (default: f32 on the CPU).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "md")]
+    output: Output,
+    /// Also write an SVG chart comparing the devices.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Hourly price of a device, DEVICE=USD (repeatable); overrides --instance.
+    #[arg(long = "price")]
+    prices: Vec<String>,
+    /// Price table to use instead of the shipped one (TOML, see src/bench/prices.toml).
+    #[arg(long = "prices")]
+    price_table: Option<PathBuf>,
+    /// The instance type this runs on, for prices from the table.
+    #[arg(long)]
+    instance: Option<String>,
+    /// Seed of the random prompt tokens.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+fn sizes(flag: &str, raw: &[String]) -> Result<Vec<usize>> {
+    raw.iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse::<usize>()
+                .with_context(|| format!("{flag} '{s}': expected a token count"))
+        })
+        .collect()
+}
+
+pub fn run_bench(a: BenchArgs) -> Result<()> {
+    let dtype = a
+        .dtype
+        .as_deref()
+        .map(|d| {
+            d.parse::<DType>()
+                .map_err(|e| anyhow::anyhow!("--dtype: {e}"))
+        })
+        .transpose()?;
+    let mut price_overrides = Vec::new();
+    for p in &a.prices {
+        let Some((dev, usd)) = p.split_once('=') else {
+            bail!("--price {p}: expected DEVICE=USD_PER_HOUR, e.g. cpu=0.09");
+        };
+        let usd: f64 = usd
+            .parse()
+            .with_context(|| format!("--price {p}: '{usd}' is not a number of USD per hour"))?;
+        price_overrides.push((dev.trim().to_ascii_lowercase(), usd));
+    }
+    let prices = match &a.price_table {
+        Some(path) => PriceTable::from_file(path).map_err(|e| anyhow::anyhow!("--prices: {e}"))?,
+        None => PriceTable::shipped(),
+    };
+    if let Some(path) = &a.plot {
+        check_writable(path).map_err(|e| anyhow::anyhow!("--plot: {e}"))?;
+    }
+    let options = BenchOptions {
+        model: a.model.clone(),
+        devices: a.devices.clone(),
+        prompt_sizes: sizes("-p", &a.prompt)?,
+        gen_sizes: sizes("-n", &a.gen)?,
+        repetitions: a.repetitions,
+        warmup: a.warmup,
+        dtype,
+        prices,
+        instance: a.instance.clone(),
+        price_overrides,
+        seed: a.seed,
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .expect("valid template"),
+    );
+    let report = run(&options, |p| match p {
+        Progress::Total(n) => bar.set_length(n),
+        Progress::Loading(d) => bar.set_message(format!("loading {d}")),
+        Progress::Step(what) => {
+            bar.set_message(what);
+            bar.inc(1);
+        }
+    })?;
+    bar.finish_and_clear();
+    let text = match a.output {
+        Output::Md => report.markdown(),
+        Output::Csv => report.csv(),
+        Output::Json => report.json() + "\n",
+        Output::Jsonl => report.jsonl(),
+    };
+    print!("{text}");
+    if let Some(path) = &a.plot {
+        let chart = svg(&report).map_err(|e| anyhow::anyhow!("--plot: {e}"))?;
+        write_atomically(path, &chart).map_err(|e| anyhow::anyhow!("--plot: {e}"))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
