@@ -3,7 +3,7 @@
 use switchyard_candle::{CandleBuffer, CandleDevice, CandleExecutable};
 use switchyard_runtime::{
     CompileOptions, DType, Device, DeviceBuffer, DeviceInfo, Error, Executable, ExecuteArgs, Graph,
-    HostTensor, Result, Signature,
+    HostTensor, Result, Signature, WeightPlan,
 };
 
 /// Any device this build supports, chosen at run time. It implements [`Device`] itself, so
@@ -147,6 +147,20 @@ impl Device for AnyDevice {
     fn upload(&self, host: &HostTensor) -> Result<AnyBuffer> {
         match self {
             AnyDevice::Candle(d) => d.upload(host).map(AnyBuffer::Candle),
+        }
+    }
+
+    fn upload_weights(
+        &self,
+        plans: &[WeightPlan],
+        fetch: &mut dyn FnMut(usize) -> Result<HostTensor>,
+    ) -> Result<Vec<AnyBuffer>> {
+        match self {
+            AnyDevice::Candle(d) => Ok(d
+                .upload_weights(plans, fetch)?
+                .into_iter()
+                .map(AnyBuffer::Candle)
+                .collect()),
         }
     }
 

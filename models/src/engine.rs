@@ -8,6 +8,7 @@ use crate::weights::WeightSource;
 use std::time::{Duration, Instant};
 use switchyard_runtime::{
     DType, Device, DeviceBuffer, Executable, ExecuteArgs, HostTensor, ParamKind, ShapeSupport,
+    WeightPlan,
 };
 
 /// How to place a model on a device.
@@ -53,6 +54,39 @@ impl<D: Device> Session<D> {
     /// Forgets the conversation (the cache is overwritten as new tokens arrive).
     pub fn reset(&mut self) {
         self.pos = 0;
+    }
+}
+
+/// Reads weight `name` from `source`, checks its shape against `spec` and converts it to the
+/// spec's dtype.
+fn load_weight(
+    source: &dyn WeightSource,
+    arch: Arch,
+    name: &str,
+    spec: &switchyard_runtime::TensorSpec,
+) -> Result<HostTensor> {
+    let name = checkpoint_name(source, name, arch);
+    let host = source.tensor(&name)?;
+    let file = std::path::PathBuf::from(source.origin(&name));
+    let expected = spec.shape.fixed_dims().expect("weights have fixed shapes");
+    if host.dims() != expected.as_slice() {
+        return Err(ModelError::TensorShape {
+            name: name.into_owned(),
+            file,
+            expected,
+            got: host.dims().to_vec(),
+        });
+    }
+    if host.dtype() == spec.dtype {
+        Ok(host)
+    } else if host.dtype().is_float() {
+        Ok(host.to_dtype(spec.dtype)?)
+    } else {
+        Err(ModelError::TensorDType {
+            name: name.into_owned(),
+            file,
+            dtype: host.dtype().to_string(),
+        })
     }
 }
 
@@ -120,44 +154,42 @@ impl<D: Device> Engine<D> {
         let decode_graph = graph(Entry::Decode)?;
 
         let start = Instant::now();
-        let mut uploaded = Vec::new();
-        let mut weight_bytes = 0;
-        for p in prefill_graph
+        let plans: Vec<WeightPlan> = prefill_graph
             .signature()
             .params
-            .iter()
+            .into_iter()
             .filter(|p| p.kind == ParamKind::Weight)
-        {
-            let name = checkpoint_name(source, &p.name, config.arch);
-            let host = source.tensor(&name)?;
-            let file = std::path::PathBuf::from(source.origin(&name));
-            let expected = p
-                .spec
-                .shape
-                .fixed_dims()
-                .expect("weights have fixed shapes");
-            if host.dims() != expected.as_slice() {
-                return Err(ModelError::TensorShape {
-                    name: name.into_owned(),
-                    file,
-                    expected,
-                    got: host.dims().to_vec(),
-                });
+            .map(|p| WeightPlan {
+                uses: prefill_graph.uses_of(prefill_graph.param(&p.name).expect("declared")),
+                name: p.name,
+                spec: p.spec,
+            })
+            .collect();
+        let mut weight_bytes = 0;
+        // The loader's own errors (missing tensor, shape) are kept here and reported as they are.
+        let mut load_error: Option<ModelError> = None;
+        let mut fetch = |i: usize| -> switchyard_runtime::Result<HostTensor> {
+            let p = &plans[i];
+            match load_weight(source, config.arch, &p.name, &p.spec) {
+                Ok(host) => {
+                    weight_bytes += host.as_bytes().len();
+                    Ok(host)
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    load_error = Some(e);
+                    Err(switchyard_runtime::Error::exec("load", message))
+                }
             }
-            let host = if host.dtype() == p.spec.dtype {
-                host
-            } else if host.dtype().is_float() {
-                host.to_dtype(p.spec.dtype)?
-            } else {
-                return Err(ModelError::TensorDType {
-                    name: name.into_owned(),
-                    file,
-                    dtype: host.dtype().to_string(),
-                });
-            };
-            weight_bytes += host.as_bytes().len();
-            uploaded.push((p.name.clone(), device.upload(&host)?));
-        }
+        };
+        let uploaded = match device.upload_weights(&plans, &mut fetch) {
+            Ok(buffers) => plans
+                .iter()
+                .map(|p| p.name.clone())
+                .zip(buffers)
+                .collect::<Vec<_>>(),
+            Err(e) => return Err(load_error.unwrap_or(ModelError::Runtime(e))),
+        };
         device.synchronize()?;
         let load_time = start.elapsed();
 
@@ -218,7 +250,7 @@ impl<D: Device> Engine<D> {
     /// A new session with a zeroed KV cache at the full context length.
     pub fn new_session(&self) -> Result<Session<D>> {
         let c = &self.config;
-        let dims = [1, c.num_kv_heads, self.max_context, c.head_dim];
+        let dims = [1, self.max_context, c.num_kv_heads, c.head_dim];
         let mut cache = Vec::with_capacity(2 * c.num_layers);
         for layer in 0..c.num_layers {
             for which in ['k', 'v'] {

@@ -9,7 +9,7 @@
 //! Graph interface (both entries):
 //! - inputs `tokens` u32 `[1, t]`, `positions` i32 `[t]` (absolute positions, consecutive), and for
 //!   the prefill entry `last_index` u32 `[1]` (which of the `t` rows to return logits for);
-//! - state `kv.{layer}.k` / `kv.{layer}.v` `[1, kv_heads, max_context, head_dim]`, written at
+//! - state `kv.{layer}.k` / `kv.{layer}.v` `[1, max_context, kv_heads, head_dim]`, written at
 //!   `positions[0]`;
 //! - symbol `kv_len` (the attended cache length, `positions[0] + t` on dynamic devices, a bucket
 //!   size on static ones), and `t` (prefill only; fixed to 1 for decode);
@@ -113,14 +113,18 @@ impl Builder<'_> {
         self.b.unary(op, x)
     }
 
-    /// `[1, t, n·d]` to `[1, n, t, d]`.
+    /// `[1, t, n·d]` to `[1, t, n, d]`.
     fn split_heads(&mut self, x: NodeId, n: usize) -> RtResult<NodeId> {
         let d = self.cfg.head_dim;
-        let r = self.b.reshape(
+        self.b.reshape(
             x,
             vec![Dim::Fixed(1), self.t.clone(), Dim::Fixed(n), Dim::Fixed(d)],
-        )?;
-        self.b.transpose(r, &[0, 2, 1, 3])
+        )
+    }
+
+    /// Swaps the sequence and head axes: `[1, t, n, d]` ⇄ `[1, n, t, d]`.
+    fn swap_seq_heads(&mut self, x: NodeId) -> RtResult<NodeId> {
+        self.b.transpose(x, &[0, 2, 1, 3])
     }
 
     fn layer_prefix(&self, i: usize) -> String {
@@ -175,24 +179,32 @@ impl Builder<'_> {
                 self.linear(ln, &format!("{p}.self_attn.v_proj"), kvn, h, c.qkv_bias)?,
             ),
         };
-        let mut q = self.split_heads(q, hq)?;
+        // Heads first for rotary embedding and attention; the cache stores positions first
+        // (`[1, max_context, kv_heads, head_dim]`), so one position's keys are contiguous and
+        // attention kernels can read the cache in place.
+        let q = self.split_heads(q, hq)?;
+        let mut q = self.swap_seq_heads(q)?;
         let mut k = self.split_heads(k, hkv)?;
         let v = self.split_heads(v, hkv)?;
         if let Some((cos, sin)) = rope {
             q = self.b.rope(q, cos, sin, false)?;
-            k = self.b.rope(k, cos, sin, false)?;
+            let kh = self.swap_seq_heads(k)?;
+            let kh = self.b.rope(kh, cos, sin, false)?;
+            k = self.swap_seq_heads(kh)?;
         }
-        let cache_spec = TensorSpec::new(self.dt, [1, hkv, max_context, d]);
+        let cache_spec = TensorSpec::new(self.dt, [1, max_context, hkv, d]);
         let (kname, vname) = (kv_state_name(i, 'k'), kv_state_name(i, 'v'));
         let kc = self.b.state(&kname, cache_spec.clone())?;
         let vc = self.b.state(&vname, cache_spec)?;
-        let kw = self.b.kv_write(kc, k, write_pos, 2)?;
-        let vw = self.b.kv_write(vc, v, write_pos, 2)?;
+        let kw = self.b.kv_write(kc, k, write_pos, 1)?;
+        let vw = self.b.kv_write(vc, v, write_pos, 1)?;
         self.b.update_state(&kname, kw)?;
         self.b.update_state(&vname, vw)?;
         let kv_len = Dim::sym("kv_len", max_context);
-        let ks = self.b.slice(kw, 2, 0, kv_len.clone())?;
-        let vs = self.b.slice(vw, 2, 0, kv_len)?;
+        let ks = self.b.slice(kw, 1, 0, kv_len.clone())?;
+        let ks = self.swap_seq_heads(ks)?;
+        let vs = self.b.slice(vw, 1, 0, kv_len)?;
+        let vs = self.swap_seq_heads(vs)?;
         let attrs = AttentionAttrs {
             scale: c.attn_scale,
             causal: true,

@@ -7,7 +7,7 @@
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::graph::{Graph, ParamKind, Signature};
+use crate::graph::{Graph, ParamKind, Signature, WeightUse};
 use crate::shape::SymbolBindings;
 use crate::tensor::HostTensor;
 use serde::{Deserialize, Serialize};
@@ -124,6 +124,18 @@ impl DeviceBuffer for HostTensor {
     fn dims(&self) -> &[usize] {
         HostTensor::dims(self)
     }
+}
+
+/// One weight to upload with [`Device::upload_weights`]: its name, dtype and shape, and how the
+/// graphs that will bind it use it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightPlan {
+    /// The parameter name.
+    pub name: String,
+    /// Dtype and (fixed) shape.
+    pub spec: crate::TensorSpec,
+    /// How the graphs consume it.
+    pub uses: Vec<WeightUse>,
 }
 
 /// A compiled graph.
@@ -352,6 +364,18 @@ pub trait Device: Send + Sync {
 
     /// Copies a buffer back to the host.
     fn download(&self, buffer: &Self::Buffer) -> Result<HostTensor>;
+
+    /// Uploads the weights of a model, each described by a [`WeightPlan`], with `fetch(i)`
+    /// producing the `i`-th tensor on demand (one at a time, so the host never holds them all).
+    /// A device may lay each weight out for its uses (the CPU device packs matmul weights into
+    /// its kernels' panel layout); the default uploads them as they are.
+    fn upload_weights(
+        &self,
+        plans: &[WeightPlan],
+        fetch: &mut dyn FnMut(usize) -> Result<HostTensor>,
+    ) -> Result<Vec<Self::Buffer>> {
+        (0..plans.len()).map(|i| self.upload(&fetch(i)?)).collect()
+    }
 
     /// Compiles a graph (a static-shape device needs every dimension fixed: see
     /// [`Graph::bind`]).

@@ -44,13 +44,13 @@ pub mod conformance;
 
 pub use device::{
     bind_args, ArgSource, BoundArgs, CompileOptions, Device, DeviceBuffer, DeviceInfo, Executable,
-    ExecuteArgs, ShapeSupport,
+    ExecuteArgs, ShapeSupport, WeightPlan,
 };
 pub use dtype::{DType, UnknownDType, ALL_DTYPES};
 pub use error::{Error, Result};
 pub use graph::{
     AttentionAttrs, BinaryOp, CompareOp, Graph, GraphBuilder, Node, NodeId, Op, ParamInfo,
-    ParamKind, ReduceOp, Signature, UnaryOp,
+    ParamKind, ReduceOp, Signature, UnaryOp, WeightUse,
 };
 pub use interpreter::interpret;
 pub use shape::{Dim, Shape, SymbolBindings};

@@ -148,6 +148,12 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         Output::Jsonl => report.jsonl(),
     };
     print!("{text}");
+    if switchyard::candle::profile::enabled() {
+        eprintln!(
+            "per-op time (SWITCHYARD_PROFILE), all devices and runs:\n{}",
+            switchyard::candle::profile::report()
+        );
+    }
     if let Some(path) = &a.plot {
         let chart = svg(&report).map_err(|e| anyhow::anyhow!("--plot: {e}"))?;
         write_atomically(path, &chart).map_err(|e| anyhow::anyhow!("--plot: {e}"))?;

@@ -1,5 +1,6 @@
 //! Device buffers of the candle backend: candle tensors, or quantized weights.
 
+use crate::cpu::packed::PackedMatrix;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType as CDType, Device as CDevice, Tensor};
 use std::borrow::Cow;
@@ -22,6 +23,8 @@ pub enum CandleBuffer {
         /// `[rows, cols]`.
         dims: Vec<usize>,
     },
+    /// An f32 weight laid out for the CPU matmul kernels (see [`PackedMatrix`]).
+    Packed(Arc<PackedMatrix>),
 }
 
 impl CandleBuffer {
@@ -33,6 +36,10 @@ impl CandleBuffer {
                 device: "candle".into(),
                 what: format!("a {dtype} tensor as {what} (quantized tensors are matmul and gather weights only)"),
             }),
+            CandleBuffer::Packed(_) => Err(Error::Unsupported {
+                device: "candle".into(),
+                what: format!("a packed weight as {what} (it was uploaded for transposed matmul and gather only)"),
+            }),
         }
     }
 }
@@ -42,6 +49,7 @@ impl DeviceBuffer for CandleBuffer {
         match self {
             CandleBuffer::Tensor(t) => from_candle_dtype(t.dtype()).unwrap_or(DType::F32),
             CandleBuffer::Quantized { dtype, .. } => *dtype,
+            CandleBuffer::Packed(_) => DType::F32,
         }
     }
 
@@ -49,6 +57,7 @@ impl DeviceBuffer for CandleBuffer {
         match self {
             CandleBuffer::Tensor(t) => t.dims(),
             CandleBuffer::Quantized { dims, .. } => dims,
+            CandleBuffer::Packed(p) => p.dims(),
         }
     }
 }
@@ -163,6 +172,7 @@ pub(crate) fn download(name: &str, buffer: &CandleBuffer) -> Result<HostTensor> 
             let data = tensor.data().map_err(err)?;
             HostTensor::new(*dtype, dims, data.into_owned())
         }
+        CandleBuffer::Packed(p) => HostTensor::from_f32_vec(p.dims(), p.unpack()),
     }
 }
 

@@ -1,11 +1,12 @@
 //! The candle device: CPU (and CUDA behind the `cuda` feature) through candle's kernels.
 
 use crate::buffer::{self, to_candle_dtype, CandleBuffer};
+use crate::cpu::packed::PackedMatrix;
 use crate::executable::CandleExecutable;
 use candle_core::{Device as CDevice, Tensor};
 use switchyard_runtime::{
     CompileOptions, DType, Device, DeviceInfo, Error, ExecuteArgs, Graph, HostTensor, Result,
-    ShapeSupport,
+    ShapeSupport, WeightPlan, WeightUse,
 };
 
 /// A device backed by candle: `cpu` (and `cuda:N` when built with the `cuda` feature).
@@ -102,6 +103,36 @@ impl Device for CandleDevice {
 
     fn download(&self, buffer: &CandleBuffer) -> Result<HostTensor> {
         buffer::download(&self.info.name, buffer)
+    }
+
+    /// On the CPU, f32 matrices used only as transposed matmul operands (and gather tables) are
+    /// packed into the panel layout of the CPU kernels, once; everything else is uploaded as is.
+    fn upload_weights(
+        &self,
+        plans: &[WeightPlan],
+        fetch: &mut dyn FnMut(usize) -> Result<HostTensor>,
+    ) -> Result<Vec<CandleBuffer>> {
+        let mut out = Vec::with_capacity(plans.len());
+        for (i, plan) in plans.iter().enumerate() {
+            let host = fetch(i)?;
+            let packable = self.device.is_cpu()
+                && crate::cpu::gemm::available()
+                && host.dtype() == DType::F32
+                && host.dims().len() == 2
+                && plan.uses.contains(&WeightUse::MatMulTransposed)
+                && plan
+                    .uses
+                    .iter()
+                    .all(|u| matches!(u, WeightUse::MatMulTransposed | WeightUse::Gather));
+            if packable {
+                let (n, k) = (host.dims()[0], host.dims()[1]);
+                let packed = PackedMatrix::pack(&host.to_f32_vec()?, n, k);
+                out.push(CandleBuffer::Packed(std::sync::Arc::new(packed)));
+            } else {
+                out.push(self.upload(&host)?);
+            }
+        }
+        Ok(out)
     }
 
     fn compile(&self, graph: &Graph, _options: &CompileOptions) -> Result<CandleExecutable> {

@@ -3,6 +3,7 @@
 
 use crate::buffer::{backend_err, upload, CandleBuffer};
 use crate::ops::{self, EvalError};
+use crate::profile;
 use candle_core::Device as CDevice;
 use std::sync::Arc;
 use switchyard_runtime::{
@@ -78,6 +79,7 @@ impl CandleExecutable {
                         .iter()
                         .map(|id| values[id.index()].as_ref().expect("operands precede users"))
                         .collect();
+                    let started = profile::enabled().then(std::time::Instant::now);
                     let v = ops::eval(op, &operands, &out, node.spec.dtype, device).map_err(
                         |e| match e {
                             EvalError::Invalid(message) => Error::exec(op.name(), message),
@@ -86,6 +88,9 @@ impl CandleExecutable {
                             }
                         },
                     )?;
+                    if let Some(t) = started {
+                        profile::record(op.name(), t.elapsed());
+                    }
                     values[i] = Some(v);
                 }
             }

@@ -24,11 +24,14 @@
 #![warn(missing_docs)]
 
 mod buffer;
+mod cpu;
 mod cpu_info;
 mod device;
 mod executable;
 mod ops;
+pub mod profile;
 
 pub use buffer::{from_candle_dtype, to_candle_dtype, to_ggml_dtype, CandleBuffer};
+pub use cpu::packed::PackedMatrix;
 pub use device::CandleDevice;
 pub use executable::CandleExecutable;

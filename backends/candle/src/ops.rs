@@ -12,6 +12,9 @@ fn t(b: &CandleBuffer) -> Result<&Tensor> {
         CandleBuffer::Quantized { dtype, .. } => {
             candle_core::bail!("a {dtype} weight can only be a matmul or gather operand")
         }
+        CandleBuffer::Packed(_) => {
+            candle_core::bail!("a packed weight can only be a transposed matmul or gather operand")
+        }
     }
 }
 
@@ -66,16 +69,35 @@ pub(crate) fn eval(
                     table.index_select(&flat, 0)?.reshape(out)?
                 }
                 CandleBuffer::Quantized { tensor, .. } => tensor.embedding(ids)?.reshape(out)?,
+                CandleBuffer::Packed(p) => {
+                    let k = p.k();
+                    let mut rows = vec![0f32; idv.len() * k];
+                    for (&id, row) in idv.iter().zip(rows.chunks_exact_mut(k.max(1))) {
+                        p.row_into(id as usize, row);
+                    }
+                    Tensor::from_vec(rows, out, dev)?
+                }
             }
         }
         Op::MatMul { transpose_rhs } => {
             let a = t(x[0])?;
             match x[1] {
                 CandleBuffer::Quantized { weight, .. } => weight.forward(&a.contiguous()?)?,
-                CandleBuffer::Tensor(b) => {
-                    let b = if *transpose_rhs { b.t()? } else { b.clone() };
-                    a.broadcast_matmul(&b)?
+                CandleBuffer::Packed(p) => {
+                    if !*transpose_rhs {
+                        return Err(EvalError::Invalid(
+                            "a packed weight can only be a transposed matmul operand".into(),
+                        ));
+                    }
+                    packed_matmul(a, p, out)?
                 }
+                CandleBuffer::Tensor(b) => match cpu_matmul_nt(a, b, *transpose_rhs, out)? {
+                    Some(y) => y,
+                    None => {
+                        let b = if *transpose_rhs { b.t()? } else { b.clone() };
+                        a.broadcast_matmul(&b)?
+                    }
+                },
             }
         }
         Op::Binary(op) => {
@@ -120,7 +142,10 @@ pub(crate) fn eval(
                 UnaryOp::Sin => a.sin()?,
                 UnaryOp::Cos => a.cos()?,
                 UnaryOp::Sigmoid => candle_nn::ops::sigmoid(a)?,
-                UnaryOp::Silu => a.silu()?,
+                UnaryOp::Silu => match crate::cpu::activation::silu(a)? {
+                    Some(y) => y,
+                    None => a.silu()?,
+                },
                 UnaryOp::Relu => a.relu()?,
                 UnaryOp::GeluErf => a.gelu_erf()?,
                 UnaryOp::GeluTanh => a.gelu()?,
@@ -195,6 +220,91 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Ten
     Tensor::cat(&[&rotated, &x.narrow(3, r, d - r)?], 3)
 }
 
+/// Runs `f` on the f32 values of a CPU tensor (made contiguous first).
+fn with_f32<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let x = x.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(storage) = &*storage else {
+        candle_core::bail!("expected a CPU tensor")
+    };
+    let n = x.elem_count();
+    f(&storage.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + n])
+}
+
+/// `a · Wᵀ` for a weight in the CPU kernels' panel layout.
+fn packed_matmul(
+    a: &Tensor,
+    w: &crate::cpu::packed::PackedMatrix,
+    out: &[usize],
+) -> Result<Tensor> {
+    let k = w.k();
+    if a.dtype() != CDType::F32 || *a.dims().last().unwrap_or(&0) != k {
+        candle_core::bail!(
+            "packed matmul needs f32 activations of width {k}, got {:?} {:?}",
+            a.dtype(),
+            a.dims()
+        )
+    }
+    let rows = a.elem_count() / k.max(1);
+    let n = w.n();
+    let mut y = vec![0f32; rows * n];
+    with_f32(a, |x| {
+        if rows == 1 {
+            crate::cpu::gemv::gemv_packed(x, w, &mut y);
+        } else if !crate::cpu::gemm::gemm_nt(
+            x,
+            rows,
+            k,
+            crate::cpu::gemm::Rhs::Packed(w),
+            n,
+            &mut y,
+        ) {
+            candle_core::bail!("packed weights need AVX-512 for multi-row products")
+        }
+        Ok(())
+    })?;
+    Tensor::from_vec(y, out, a.device())
+}
+
+/// Activations times a transposed f32 weight on the CPU with the kernels of [`crate::cpu`]: the
+/// bandwidth-bound matrix-vector product for one row, the AVX-512 matrix product for more;
+/// `None` when the operands do not fit them (candle's matmul is used then).
+fn cpu_matmul_nt(
+    a: &Tensor,
+    w: &Tensor,
+    transpose_rhs: bool,
+    out: &[usize],
+) -> Result<Option<Tensor>> {
+    let k = *a.dims().last().unwrap_or(&0);
+    let rows = a.elem_count() / k.max(1);
+    let fits = transpose_rhs
+        && k > 0
+        && w.rank() == 2
+        && a.dtype() == CDType::F32
+        && w.dtype() == CDType::F32
+        && a.device().is_cpu()
+        && w.is_contiguous()
+        && w.dim(1)? == k
+        && (rows == 1 || crate::cpu::gemm::available());
+    if !fits {
+        return Ok(None);
+    }
+    let n = w.dim(0)?;
+    let mut y = vec![0f32; rows * n];
+    with_f32(a, |x| {
+        with_f32(w, |wv| {
+            if rows == 1 {
+                crate::cpu::gemv::gemv(x, wv, k, &mut y);
+            } else {
+                let rhs = crate::cpu::gemm::Rhs::Transposed { w: wv, ld: k };
+                crate::cpu::gemm::gemm_nt(x, rows, k, rhs, n, &mut y);
+            }
+            Ok(())
+        })
+    })?;
+    Ok(Some(Tensor::from_vec(y, out, a.device())?))
+}
+
 /// Attention as candle calls, following the IR's decomposition: grouped heads by reshaping q,
 /// scores, soft-cap, position masks, softmax, weighted sum of v.
 fn attention(
@@ -205,12 +315,31 @@ fn attention(
     a: &AttentionAttrs,
     dev: &CDevice,
 ) -> Result<Tensor> {
+    let positions = if dev.is_cpu() {
+        host_ints(q_pos)?
+    } else {
+        Vec::new()
+    };
+    if dev.is_cpu() {
+        if let Some(out) = crate::cpu::attention::try_flash(q, k, v, &positions, a)? {
+            return Ok(out);
+        }
+        if let Some(out) = crate::cpu::attention::blocked(q, k, v, &positions, a)? {
+            return Ok(out);
+        }
+    }
     let (b, hq, tq, d) = q.dims4()?;
     let (_, hkv, tk, _) = k.dims4()?;
     let dv = v.dim(3)?;
     let g = hq / hkv;
     let q = q.contiguous()?.reshape((b, hkv, g * tq, d))?;
-    let mut scores = q.matmul(&k.t()?)?.affine(a.scale as f64, 0.0)?;
+    let raw = q.matmul(&k.t()?)?;
+    if dev.is_cpu() {
+        if let Some(probs) = crate::cpu::attention::masked_softmax(&raw, tq, &positions, a)? {
+            return probs.matmul(v)?.reshape((b, hq, tq, dv));
+        }
+    }
+    let mut scores = raw.affine(a.scale as f64, 0.0)?;
     if let Some(cap) = a.softcap {
         scores = scores
             .affine(1.0 / cap as f64, 0.0)?

@@ -548,7 +548,22 @@ fn attention(cases: &mut Vec<Case>) {
             first_pos: 3,
             attrs: AttentionAttrs {
                 softcap: Some(2.0),
-                scale: 1.0,
+                scale: 0.7,
+                ..causal
+            },
+        },
+        AttnCase {
+            label: "softcap-decode-gqa",
+            hq: 4,
+            hkv: 2,
+            d: 16,
+            dv: 16,
+            tq: 1,
+            tk: 9,
+            first_pos: 8,
+            attrs: AttentionAttrs {
+                softcap: Some(3.0),
+                scale: 0.2,
                 ..causal
             },
         },

@@ -369,12 +369,42 @@ fn run_and_compare<D: Device>(device: &D, case: &Case) -> Result<Errors, String>
     let exe = device
         .compile(&case.graph, &Default::default())
         .map_err(|e| fail("compile", e))?;
-    let inputs: Vec<D::Buffer> = case
-        .inputs
+    // Weights go through `upload_weights` with their uses, as an engine uploads them, so layouts
+    // a device chooses for weights (packed matmul operands) are checked too.
+    let sig = case.graph.signature();
+    let is_weight = |name: &str| {
+        sig.param(name)
+            .is_some_and(|p| p.kind == crate::ParamKind::Weight)
+    };
+    let weight_idx: Vec<usize> = (0..case.inputs.len())
+        .filter(|&i| is_weight(&case.inputs[i].0))
+        .collect();
+    let plans: Vec<crate::WeightPlan> = weight_idx
         .iter()
-        .map(|(_, t)| device.upload(t))
-        .collect::<crate::Result<_>>()
-        .map_err(|e| fail("upload", e))?;
+        .map(|&i| {
+            let (name, t) = &case.inputs[i];
+            crate::WeightPlan {
+                name: name.clone(),
+                spec: t.spec(),
+                uses: case
+                    .graph
+                    .uses_of(case.graph.param(name).expect("a parameter")),
+            }
+        })
+        .collect();
+    let mut weights = device
+        .upload_weights(&plans, &mut |j| Ok(case.inputs[weight_idx[j]].1.clone()))
+        .map_err(|e| fail("upload_weights", e))?
+        .into_iter();
+    let mut inputs: Vec<D::Buffer> = Vec::with_capacity(case.inputs.len());
+    for (name, t) in &case.inputs {
+        let b = if is_weight(name) {
+            weights.next().expect("one buffer per plan")
+        } else {
+            device.upload(t).map_err(|e| fail("upload", e))?
+        };
+        inputs.push(b);
+    }
     let mut state: Vec<D::Buffer> = case
         .state
         .iter()

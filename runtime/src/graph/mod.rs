@@ -80,6 +80,19 @@ impl Signature {
     }
 }
 
+/// How a graph consumes a parameter, so a device can lay weights out for their use at upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum WeightUse {
+    /// Right operand of a matmul with `transpose_rhs` (a linear layer's `[out, in]` weight).
+    MatMulTransposed,
+    /// Right operand of a plain matmul.
+    MatMul,
+    /// Table of a gather (an embedding).
+    Gather,
+    /// Any other operand (norm weights, biases, ...).
+    Other,
+}
+
 /// A validated graph. See the [module documentation](self).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Graph {
@@ -133,6 +146,38 @@ impl Graph {
                 Op::Parameter { name: n, .. } => n == name,
                 _ => false,
             })
+    }
+
+    /// How the graph uses parameter `id` (one entry per consuming operand, duplicates removed).
+    pub fn uses_of(&self, id: NodeId) -> Vec<WeightUse> {
+        let mut uses = Vec::new();
+        for n in &self.nodes {
+            for (slot, input) in n.inputs.iter().enumerate() {
+                if *input != id {
+                    continue;
+                }
+                let u = match (&n.op, slot) {
+                    (
+                        Op::MatMul {
+                            transpose_rhs: true,
+                        },
+                        1,
+                    ) => WeightUse::MatMulTransposed,
+                    (
+                        Op::MatMul {
+                            transpose_rhs: false,
+                        },
+                        1,
+                    ) => WeightUse::MatMul,
+                    (Op::Gather, 0) => WeightUse::Gather,
+                    _ => WeightUse::Other,
+                };
+                if !uses.contains(&u) {
+                    uses.push(u);
+                }
+            }
+        }
+        uses
     }
 
     /// Parameters and outputs with their specs.

@@ -1,0 +1,206 @@
+//! Matrix-vector products for decoding: `y = W·x` with `W` a row-major `[N, K]` weight.
+//!
+//! Decoding one token multiplies one activation row by every weight matrix, so it is bound by
+//! memory bandwidth. candle's general matmul reaches about a third of the machine's bandwidth on
+//! these shapes; streaming each weight row once through fused multiply-adds, split across the
+//! compute threads in contiguous ranges, reaches most of it.
+
+use super::gemm::PANEL;
+use super::packed::PackedMatrix;
+use std::sync::Mutex;
+
+/// Dot product with four independent accumulators of `L` lanes (vectorized by the compiler to
+/// the instruction set of the calling function).
+#[inline(always)]
+fn dot<const L: usize>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [[0f32; L]; 4];
+    let mut ca = a.chunks_exact(4 * L);
+    let mut cb = b.chunks_exact(4 * L);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for (j, lanes) in acc.iter_mut().enumerate() {
+            for (i, s) in lanes.iter_mut().enumerate() {
+                *s = x[j * L + i].mul_add(y[j * L + i], *s);
+            }
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail = x.mul_add(*y, tail);
+    }
+    acc.iter().flatten().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn rows<const L: usize>(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
+    for (out, row) in y.iter_mut().zip(w.chunks_exact(k)) {
+        *out = dot::<L>(x, row);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn rows_avx2(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
+    rows::<8>(x, w, k, y)
+}
+
+/// Rows `W[i]·x` for `y.len()` consecutive rows starting at `w`, with the best instructions
+/// this CPU has.
+fn rows_best(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+        unsafe { rows_avx2(x, w, k, y) };
+        return;
+    }
+    rows::<8>(x, w, k, y)
+}
+
+/// `y[n] = Σ_k w[n·K + k] · x[k]` for `n < y.len()`, on candle's CPU worker threads.
+pub(crate) fn gemv(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
+    let n = y.len();
+    debug_assert!(x.len() == k && w.len() >= n * k);
+    let pool = candle_core::utils::barrier_pool();
+    let threads = pool.n_workers() + 1;
+    // Below ~64 KiB of weights, waking the other threads costs more than it saves.
+    if threads == 1 || n * k < 16 * 1024 {
+        rows_best(x, &w[..n * k], k, y);
+        return;
+    }
+    let chunk = n.div_ceil(threads);
+    let parts: Mutex<Vec<(usize, &mut [f32])>> = Mutex::new(
+        y.chunks_mut(chunk)
+            .enumerate()
+            .map(|(i, c)| (i * chunk, c))
+            .collect(),
+    );
+    pool.execute(|_| {
+        let part = parts.lock().map(|mut p| p.pop()).unwrap_or(None);
+        if let Some((start, out)) = part {
+            rows_best(x, &w[start * k..(start + out.len()) * k], k, out);
+        }
+    });
+}
+
+/// `out[j] = Σ_k panel[k][j] · x[k]` for one `[K][PANEL]` panel: the weights stream by
+/// sequentially, four depths in flight.
+#[inline(always)]
+fn panel_dot(x: &[f32], panel: &[f32], out: &mut [f32; PANEL]) {
+    let mut acc = [[0f32; PANEL]; 4];
+    let mut chunks = panel.chunks_exact(4 * PANEL);
+    let mut xs = x.chunks_exact(4);
+    for (c, xv) in (&mut chunks).zip(&mut xs) {
+        for (u, lanes) in acc.iter_mut().enumerate() {
+            let w = &c[u * PANEL..(u + 1) * PANEL];
+            for (a, &wj) in lanes.iter_mut().zip(w) {
+                *a = xv[u].mul_add(wj, *a);
+            }
+        }
+    }
+    for (c, &xv) in chunks.remainder().chunks_exact(PANEL).zip(xs.remainder()) {
+        for (a, &wj) in acc[0].iter_mut().zip(c) {
+            *a = xv.mul_add(wj, *a);
+        }
+    }
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = acc[0][j] + acc[1][j] + acc[2][j] + acc[3][j];
+    }
+}
+
+#[inline(always)]
+fn panels_into(x: &[f32], w: &PackedMatrix, first: usize, y: &mut [f32]) {
+    let mut tile = [0f32; PANEL];
+    for (i, out) in y.chunks_mut(PANEL).enumerate() {
+        panel_dot(x, w.panel(first + i), &mut tile);
+        out.copy_from_slice(&tile[..out.len()]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn panels_avx512(x: &[f32], w: &PackedMatrix, first: usize, y: &mut [f32]) {
+    panels_into(x, w, first, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn panels_avx2(x: &[f32], w: &PackedMatrix, first: usize, y: &mut [f32]) {
+    panels_into(x, w, first, y)
+}
+
+fn panels_best(x: &[f32], w: &PackedMatrix, first: usize, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            unsafe { panels_avx512(x, w, first, y) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+            unsafe { panels_avx2(x, w, first, y) };
+            return;
+        }
+    }
+    panels_into(x, w, first, y)
+}
+
+/// `y = W·x` for a weight in panel layout, panels split in contiguous ranges over candle's CPU
+/// worker threads.
+pub(crate) fn gemv_packed(x: &[f32], w: &PackedMatrix, y: &mut [f32]) {
+    debug_assert!(x.len() == w.k() && y.len() == w.n());
+    let pool = candle_core::utils::barrier_pool();
+    let threads = pool.n_workers() + 1;
+    let panels = w.panels();
+    if threads == 1 || w.n() * w.k() < 16 * 1024 {
+        panels_best(x, w, 0, y);
+        return;
+    }
+    let per = panels.div_ceil(threads);
+    let parts: Mutex<Vec<(usize, &mut [f32])>> = Mutex::new(
+        y.chunks_mut(per * PANEL)
+            .enumerate()
+            .map(|(i, c)| (i * per, c))
+            .collect(),
+    );
+    pool.execute(|_| {
+        let part = parts.lock().map(|mut p| p.pop()).unwrap_or(None);
+        if let Some((first, out)) = part {
+            panels_best(x, w, first, out);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_a_plain_loop() {
+        for (n, k) in [(1, 1), (7, 33), (300, 576), (1000, 100)] {
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            let x: Vec<f32> = (0..k)
+                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 14.0)
+                .collect();
+            let mut y = vec![0f32; n];
+            gemv(&x, &w, k, &mut y);
+            let mut yp = vec![0f32; n];
+            gemv_packed(&x, &PackedMatrix::pack(&w, n, k), &mut yp);
+            for (a, b) in y.iter().zip(&yp) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                    "packed {b} vs row-major {a}"
+                );
+            }
+            for (i, got) in y.iter().enumerate() {
+                let want: f64 = (0..k).map(|j| w[i * k + j] as f64 * x[j] as f64).sum();
+                assert!(
+                    (*got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
+                    "n{n} k{k} row {i}"
+                );
+            }
+        }
+    }
+}
