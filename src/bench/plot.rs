@@ -4,9 +4,12 @@
 use super::{BenchReport, Test};
 use plotters::prelude::*;
 
+/// One bar: label, value, stdev, and the index of its device (which picks its color).
+type Bar = (String, f64, f64, usize);
+
 struct Panel {
     title: &'static str,
-    bars: Vec<(String, f64, f64)>, // label, value, stdev
+    bars: Vec<Bar>,
     unit: &'static str,
 }
 
@@ -26,15 +29,20 @@ fn panels(report: &BenchReport) -> Vec<Panel> {
         bars: vec![],
         unit: "$",
     };
-    for run in report.devices.iter().filter(|r| r.skipped.is_none()) {
+    for (d, run) in report
+        .devices
+        .iter()
+        .filter(|r| r.skipped.is_none())
+        .enumerate()
+    {
         for r in &run.results {
             let label = format!("{} {}", run.display_name, r.test.label());
-            let bar = (label.clone(), r.tokens_per_s.mean, r.tokens_per_s.stdev);
+            let bar = (label.clone(), r.tokens_per_s.mean, r.tokens_per_s.stdev, d);
             match r.test {
                 Test::Tg(_) => {
                     tg.bars.push(bar);
                     if let Some(c) = r.usd_per_million_tokens {
-                        cost.bars.push((label, c, 0.0));
+                        cost.bars.push((label, c, 0.0, d));
                     }
                 }
                 Test::Pp(_) => pp.bars.push(bar),
@@ -67,7 +75,7 @@ where
     let max = p
         .bars
         .iter()
-        .map(|(_, v, s)| v + s)
+        .map(|(_, v, s, _)| v + s)
         .fold(0f64, f64::max)
         .max(1e-9);
     let n = p.bars.len();
@@ -91,20 +99,20 @@ where
         .draw()
         .map_err(e)?;
     chart
-        .draw_series(p.bars.iter().enumerate().map(|(i, (_, v, _))| {
+        .draw_series(p.bars.iter().enumerate().map(|(i, (_, v, _, d))| {
             let mut r = Rectangle::new(
                 [
                     (SegmentValue::Exact(i), 0.0),
                     (SegmentValue::Exact(i + 1), *v),
                 ],
-                COLORS[i % COLORS.len()].filled(),
+                COLORS[d % COLORS.len()].filled(),
             );
             r.set_margin(0, 0, 12, 12);
             r
         }))
         .map_err(e)?;
     chart
-        .draw_series(p.bars.iter().enumerate().map(|(i, (_, v, s))| {
+        .draw_series(p.bars.iter().enumerate().map(|(i, (_, v, s, _))| {
             let text = if p.unit == "$" {
                 format!("${v:.4}")
             } else if *s > 0.0 {
