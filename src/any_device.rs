@@ -1,6 +1,7 @@
-//! Picking a device at run time from a string (`cpu`, `cuda:0`).
+//! Picking a device at run time from a string (`cpu`, `cuda:0`, `neuron:0`).
 
 use switchyard_candle::{CandleBuffer, CandleDevice, CandleExecutable};
+use switchyard_neuron::{NeuronBuffer, NeuronDevice, NeuronExecutable};
 use switchyard_runtime::{
     CompileOptions, DType, Device, DeviceBuffer, DeviceInfo, Error, Executable, ExecuteArgs, Graph,
     HostTensor, Result, Signature, WeightPlan,
@@ -20,6 +21,8 @@ use switchyard_runtime::{
 pub enum AnyDevice {
     /// A candle device (CPU).
     Candle(CandleDevice),
+    /// A NeuronCore (real or emulated).
+    Neuron(NeuronDevice),
 }
 
 /// A buffer of an [`AnyDevice`].
@@ -27,12 +30,16 @@ pub enum AnyDevice {
 pub enum AnyBuffer {
     /// A candle buffer.
     Candle(CandleBuffer),
+    /// A Neuron device tensor.
+    Neuron(NeuronBuffer),
 }
 
 /// An executable of an [`AnyDevice`].
 pub enum AnyExecutable {
     /// A candle executable.
     Candle(CandleExecutable),
+    /// A model loaded on a NeuronCore.
+    Neuron(NeuronExecutable),
 }
 
 /// What [`AnyDevice::probe_all`] found for one device string.
@@ -48,23 +55,37 @@ pub struct DeviceStatus {
 enum Requested {
     Cpu,
     Cuda(usize),
+    Neuron(usize),
 }
 
 fn parse(name: &str) -> Option<Requested> {
     let lower = name.trim().to_ascii_lowercase();
+    let indexed = |prefix: &str| -> Option<usize> {
+        match lower.strip_prefix(prefix) {
+            Some("") => Some(0),
+            Some(rest) => rest.strip_prefix(':').and_then(|n| n.parse().ok()),
+            None => None,
+        }
+    };
     match lower.as_str() {
         "cpu" => Some(Requested::Cpu),
-        "cuda" | "gpu" => Some(Requested::Cuda(0)),
-        s => s
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(Requested::Cuda),
+        "gpu" => Some(Requested::Cuda(0)),
+        _ => indexed("cuda")
+            .map(Requested::Cuda)
+            .or_else(|| indexed("neuron").map(Requested::Neuron)),
+    }
+}
+
+fn mismatch() -> Error {
+    Error::Backend {
+        device: "any".into(),
+        message: "a buffer or executable of one device was passed to another".into(),
     }
 }
 
 impl AnyDevice {
-    /// Opens the device named by `name` (`cpu`, `cuda:N`). An unknown string is an error that
-    /// lists the devices this build can see; a known but unusable one says why.
+    /// Opens the device named by `name` (`cpu`, `cuda:N`, `neuron:N`). An unknown string is an
+    /// error that lists the devices this build can see; a known but unusable one says why.
     pub fn open(name: &str) -> Result<AnyDevice> {
         match parse(name) {
             Some(Requested::Cpu) => Ok(AnyDevice::Candle(CandleDevice::cpu())),
@@ -72,6 +93,7 @@ impl AnyDevice {
                 device: format!("cuda:{n}"),
                 reason: "this build has no CUDA support (rebuild with `--features cuda`)".into(),
             }),
+            Some(Requested::Neuron(n)) => NeuronDevice::open(n).map(AnyDevice::Neuron),
             None => Err(Error::UnknownDevice {
                 requested: name.to_string(),
                 available: Self::probe_all()
@@ -83,20 +105,31 @@ impl AnyDevice {
         }
     }
 
-    /// Every device this build knows, each with its info or the reason it is unavailable.
+    /// Every device this build knows, each with its info or the reason it is unavailable
+    /// (every visible NeuronCore when a Neuron runtime opens).
     pub fn probe_all() -> Vec<DeviceStatus> {
-        ["cpu", "cuda:0"]
-            .iter()
-            .map(|name| DeviceStatus {
-                name: name.to_string(),
-                status: AnyDevice::open(name)
-                    .map(|d| d.info().clone())
-                    .map_err(|e| match e {
-                        Error::DeviceUnavailable { reason, .. } => reason,
-                        other => other.to_string(),
-                    }),
-            })
-            .collect()
+        let status = |name: &str| DeviceStatus {
+            name: name.to_string(),
+            status: AnyDevice::open(name)
+                .map(|d| d.info().clone())
+                .map_err(|e| match e {
+                    Error::DeviceUnavailable { reason, .. } => reason,
+                    other => other.to_string(),
+                }),
+        };
+        let mut out = vec![status("cpu"), status("cuda:0")];
+        let neuron0 = status("neuron:0");
+        let visible = neuron0
+            .status
+            .as_ref()
+            .ok()
+            .and_then(|_| NeuronDevice::open(0).ok())
+            .map_or(1, |d| d.runtime().visible_cores as usize);
+        out.push(neuron0);
+        for i in 1..visible {
+            out.push(status(&format!("neuron:{i}")));
+        }
+        out
     }
 }
 
@@ -104,12 +137,14 @@ impl DeviceBuffer for AnyBuffer {
     fn dtype(&self) -> DType {
         match self {
             AnyBuffer::Candle(b) => b.dtype(),
+            AnyBuffer::Neuron(b) => b.dtype(),
         }
     }
 
     fn dims(&self) -> &[usize] {
         match self {
             AnyBuffer::Candle(b) => b.dims(),
+            AnyBuffer::Neuron(b) => b.dims(),
         }
     }
 }
@@ -118,13 +153,43 @@ impl Executable for AnyExecutable {
     fn signature(&self) -> &Signature {
         match self {
             AnyExecutable::Candle(e) => e.signature(),
+            AnyExecutable::Neuron(e) => e.signature(),
         }
     }
 
     fn fingerprint(&self) -> &str {
         match self {
             AnyExecutable::Candle(e) => e.fingerprint(),
+            AnyExecutable::Neuron(e) => e.fingerprint(),
         }
+    }
+}
+
+fn candle(b: &AnyBuffer) -> Result<&CandleBuffer> {
+    match b {
+        AnyBuffer::Candle(c) => Ok(c),
+        _ => Err(mismatch()),
+    }
+}
+
+fn candle_mut(b: &mut AnyBuffer) -> Result<&mut CandleBuffer> {
+    match b {
+        AnyBuffer::Candle(c) => Ok(c),
+        _ => Err(mismatch()),
+    }
+}
+
+fn neuron(b: &AnyBuffer) -> Result<&NeuronBuffer> {
+    match b {
+        AnyBuffer::Neuron(n) => Ok(n),
+        _ => Err(mismatch()),
+    }
+}
+
+fn neuron_mut(b: &mut AnyBuffer) -> Result<&mut NeuronBuffer> {
+    match b {
+        AnyBuffer::Neuron(n) => Ok(n),
+        _ => Err(mismatch()),
     }
 }
 
@@ -135,18 +200,21 @@ impl Device for AnyDevice {
     fn info(&self) -> &DeviceInfo {
         match self {
             AnyDevice::Candle(d) => d.info(),
+            AnyDevice::Neuron(d) => d.info(),
         }
     }
 
     fn allocate(&self, dtype: DType, dims: &[usize]) -> Result<AnyBuffer> {
         match self {
             AnyDevice::Candle(d) => d.allocate(dtype, dims).map(AnyBuffer::Candle),
+            AnyDevice::Neuron(d) => d.allocate(dtype, dims).map(AnyBuffer::Neuron),
         }
     }
 
     fn upload(&self, host: &HostTensor) -> Result<AnyBuffer> {
         match self {
             AnyDevice::Candle(d) => d.upload(host).map(AnyBuffer::Candle),
+            AnyDevice::Neuron(d) => d.upload(host).map(AnyBuffer::Neuron),
         }
     }
 
@@ -155,24 +223,31 @@ impl Device for AnyDevice {
         plans: &[WeightPlan],
         fetch: &mut dyn FnMut(usize) -> Result<HostTensor>,
     ) -> Result<Vec<AnyBuffer>> {
-        match self {
-            AnyDevice::Candle(d) => Ok(d
+        Ok(match self {
+            AnyDevice::Candle(d) => d
                 .upload_weights(plans, fetch)?
                 .into_iter()
                 .map(AnyBuffer::Candle)
-                .collect()),
-        }
+                .collect(),
+            AnyDevice::Neuron(d) => d
+                .upload_weights(plans, fetch)?
+                .into_iter()
+                .map(AnyBuffer::Neuron)
+                .collect(),
+        })
     }
 
     fn download(&self, buffer: &AnyBuffer) -> Result<HostTensor> {
-        match (self, buffer) {
-            (AnyDevice::Candle(d), AnyBuffer::Candle(b)) => d.download(b),
+        match self {
+            AnyDevice::Candle(d) => d.download(candle(buffer)?),
+            AnyDevice::Neuron(d) => d.download(neuron(buffer)?),
         }
     }
 
     fn compile(&self, graph: &Graph, options: &CompileOptions) -> Result<AnyExecutable> {
         match self {
             AnyDevice::Candle(d) => d.compile(graph, options).map(AnyExecutable::Candle),
+            AnyDevice::Neuron(d) => d.compile(graph, options).map(AnyExecutable::Neuron),
         }
     }
 
@@ -181,6 +256,9 @@ impl Device for AnyDevice {
             AnyDevice::Candle(d) => d
                 .load_artifact(artifact, expected)
                 .map(AnyExecutable::Candle),
+            AnyDevice::Neuron(d) => d
+                .load_artifact(artifact, expected)
+                .map(AnyExecutable::Neuron),
         }
     }
 
@@ -191,31 +269,34 @@ impl Device for AnyDevice {
     ) -> Result<Vec<AnyBuffer>> {
         match (self, exe) {
             (AnyDevice::Candle(d), AnyExecutable::Candle(e)) => {
-                let args = args.try_map(
-                    |b| match b {
-                        AnyBuffer::Candle(c) => Ok(c),
-                    },
-                    |b| match b {
-                        AnyBuffer::Candle(c) => Ok(c),
-                    },
-                )?;
+                let args = args.try_map(candle, candle_mut)?;
                 Ok(d.execute(e, args)?
                     .into_iter()
                     .map(AnyBuffer::Candle)
                     .collect())
             }
+            (AnyDevice::Neuron(d), AnyExecutable::Neuron(e)) => {
+                let args = args.try_map(neuron, neuron_mut)?;
+                Ok(d.execute(e, args)?
+                    .into_iter()
+                    .map(AnyBuffer::Neuron)
+                    .collect())
+            }
+            _ => Err(mismatch()),
         }
     }
 
     fn synchronize(&self) -> Result<()> {
         match self {
             AnyDevice::Candle(d) => d.synchronize(),
+            AnyDevice::Neuron(d) => d.synchronize(),
         }
     }
 
     fn memory_in_use(&self) -> Option<u64> {
         match self {
             AnyDevice::Candle(d) => d.memory_in_use(),
+            AnyDevice::Neuron(d) => d.memory_in_use(),
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod quantize;
 pub use any_device::{AnyBuffer, AnyDevice, AnyExecutable, DeviceStatus};
 pub use switchyard_candle as candle;
 pub use switchyard_models as models;
+pub use switchyard_neuron as neuron;
 pub use switchyard_runtime as runtime;
 pub use switchyard_runtime::{
     interpret, CompileOptions, DType, Device, DeviceBuffer, DeviceInfo, Dim, Error, Executable,

@@ -282,3 +282,54 @@ fn bench_writes_json_and_a_plot_and_refuses_unwritable_paths() {
     assert_eq!(code, 1);
     assert!(stderr.contains("--price cpu=abc"), "{stderr}");
 }
+
+#[test]
+fn devices_lists_the_emulated_neuron_core_or_says_why_not() {
+    let lib = switchyard::neuron::emulator::workspace_emulator().expect("the emulator builds");
+    let (code, stdout, stderr) = switchyard_env(&["devices"], &[("SWITCHYARD_NRT_LIB", &lib)]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("neuron:0 (emulated): emulated NeuronCore 0 of 2 visible"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("shapes: static (bucketed)"), "{stdout}");
+    let missing = std::path::Path::new("/nonexistent/libnrt.so.1");
+    let (code, stdout, _) = switchyard_env(&["devices"], &[("SWITCHYARD_NRT_LIB", missing)]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("neuron:0: unavailable: the Neuron runtime library was not found (tried: /nonexistent/libnrt.so.1")
+            && stdout.contains("SWITCHYARD_NRT_LIB"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn neuron_runtime_failures_are_explained() {
+    let lib = switchyard::neuron::emulator::workspace_emulator().expect("the emulator builds");
+    // nrt_init failing is how a machine without Neuron devices answers.
+    let (_, stdout, _) = switchyard_env(
+        &["devices"],
+        &[
+            ("SWITCHYARD_NRT_LIB", &lib),
+            (
+                "SWITCHYARD_NRT_FAULTS",
+                std::path::Path::new("nrt_init:1:1"),
+            ),
+        ],
+    );
+    assert!(
+        stdout.contains(
+            "neuron:0: unavailable: no usable Neuron device: nrt_init returned status 1 (FAILURE)"
+        ),
+        "{stdout}"
+    );
+    // A library that is not libnrt.
+    let libm = std::path::Path::new("/lib/x86_64-linux-gnu/libm.so.6");
+    if libm.exists() {
+        let (_, stdout, _) = switchyard_env(&["devices"], &[("SWITCHYARD_NRT_LIB", libm)]);
+        assert!(
+            stdout.contains("is not a usable libnrt: missing nrt_init, nrt_close"),
+            "{stdout}"
+        );
+    }
+}

@@ -104,6 +104,18 @@ pub enum Error {
         /// The operation or dtype.
         what: String,
     },
+    /// A call into a device's runtime library returned an error status.
+    #[error("{device}: {call} returned status {code} ({name})")]
+    DeviceCall {
+        /// The device.
+        device: String,
+        /// The library function.
+        call: String,
+        /// The numeric status.
+        code: i64,
+        /// The status's name.
+        name: String,
+    },
     /// A backend library reported an error.
     #[error("{device}: {message}")]
     Backend {

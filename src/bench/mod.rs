@@ -389,7 +389,7 @@ pub fn run(
         let info = device.info().clone();
         run.display_name = info.display_name();
         progress(Progress::Loading(run.display_name.clone()));
-        let engine = Engine::new(
+        let engine = match Engine::new(
             device,
             cfg,
             model.weights.as_ref(),
@@ -397,7 +397,17 @@ pub fn run(
                 dtype: options.dtype,
                 max_context: Some(max_size),
             },
-        )?;
+        ) {
+            Ok(e) => e,
+            Err(e) => {
+                run.skipped = Some(format!("could not load the model: {e}"));
+                report.devices.push(run);
+                for _ in 0..tests.len() as u64 * per_test {
+                    progress(Progress::Step(format!("{name}: skipped")));
+                }
+                continue;
+            }
+        };
         run.dtype = Some(engine.dtype().name().to_string());
         run.load_s = engine.load_time().as_secs_f64();
         run.compile_s = engine.compile_time().as_secs_f64();

@@ -365,9 +365,24 @@ fn run_and_compare<D: Device>(device: &D, case: &Case) -> Result<Errors, String>
         }
         interpret(&case.graph, args).map_err(|e| fail("reference", e))?
     };
-    // Device.
+    // Device. A static-shape device compiles the graph with its symbols bound to this case's
+    // sizes, as an engine binds them to bucket sizes.
+    let graph = if device.info().shape_support == crate::ShapeSupport::Static {
+        let mut state_copy = case.state.clone();
+        let mut args = ExecuteArgs::new()
+            .inputs_from(case.inputs.iter().map(|(n, t)| (n.as_str(), t)))
+            .states_from(state_copy.iter_mut().map(|(n, t)| (n.as_str(), t)));
+        for (n, v) in case.dims.iter() {
+            args = args.dim(n, v);
+        }
+        let bound =
+            crate::bind_args(&case.graph.signature(), &args).map_err(|e| fail("bind", e))?;
+        case.graph.bind(&bound.dims).map_err(|e| fail("bind", e))?
+    } else {
+        case.graph.clone()
+    };
     let exe = device
-        .compile(&case.graph, &Default::default())
+        .compile(&graph, &Default::default())
         .map_err(|e| fail("compile", e))?;
     // Weights go through `upload_weights` with their uses, as an engine uploads them, so layouts
     // a device chooses for weights (packed matmul operands) are checked too.

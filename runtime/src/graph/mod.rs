@@ -66,6 +66,8 @@ pub struct Signature {
     pub params: Vec<ParamInfo>,
     /// Outputs in declaration order.
     pub outputs: Vec<(String, TensorSpec)>,
+    /// The state parameters the graph updates, in parameter order.
+    pub updated_states: Vec<String>,
 }
 
 impl Signature {
@@ -202,6 +204,17 @@ impl Graph {
                 .outputs
                 .iter()
                 .map(|(n, id)| (n.clone(), self.node(*id).spec.clone()))
+                .collect(),
+            updated_states: self
+                .params
+                .iter()
+                .filter_map(|id| match &self.node(*id).op {
+                    Op::Parameter {
+                        name,
+                        kind: ParamKind::State,
+                    } if self.state_updates.iter().any(|(s, _)| s == name) => Some(name.clone()),
+                    _ => None,
+                })
                 .collect(),
         }
     }

@@ -1,0 +1,328 @@
+//! The Neuron device: one NeuronCore (`neuron:N`) through libnrt.
+
+use crate::buffer::NeuronBuffer;
+use crate::executable::NeuronExecutable;
+use crate::handles::{NrtModelHandle, NrtTensorHandle, TensorSet};
+use crate::runtime::NrtRuntime;
+use std::sync::Arc;
+use switchyard_neuron_sys::NrtVncMemoryStats;
+use switchyard_runtime::artifact::{EmulationArtifact, IoNames};
+use switchyard_runtime::{
+    bind_args, ArgSource, CompileOptions, DType, Device, DeviceInfo, Error, ExecuteArgs, Graph,
+    HostTensor, Result, ShapeSupport, Signature,
+};
+
+/// One NeuronCore. Its graphs must have fixed shapes (bind symbolic dimensions to bucket sizes
+/// with `Graph::bind` before compiling).
+///
+/// On Switchyard's libnrt emulator `compile` packages the graph as an emulation artifact; on a real
+/// runtime NEFFs come from elsewhere through `load_artifact`.
+pub struct NeuronDevice {
+    rt: Arc<NrtRuntime>,
+    vnc: i32,
+    info: DeviceInfo,
+}
+
+impl std::fmt::Debug for NeuronDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NeuronDevice({})", self.info.display_name())
+    }
+}
+
+/// Peak memory bandwidth of one NeuronCore by instance family (bytes/s): the chip's HBM
+/// bandwidth shared by its cores (Trainium1/Inferentia2: 820 GiB/s, 2 cores; Trainium2:
+/// 2.9 TB/s, 8 cores), from AWS's published figures.
+fn core_bandwidth(family: Option<&str>) -> Option<f64> {
+    match family? {
+        "trn1" | "trn1n" | "inf2" => Some(820.0 * (1u64 << 30) as f64 / 2.0),
+        "trn2" => Some(2.9e12 / 8.0),
+        _ => None,
+    }
+}
+
+impl NeuronDevice {
+    /// Opens NeuronCore `index` (among the visible ones). Fails with `DeviceUnavailable` and the
+    /// reason when the library is missing, `nrt_init` fails (no Neuron device) or the core does
+    /// not exist.
+    pub fn open(index: usize) -> Result<NeuronDevice> {
+        Self::open_with_library(index, None)
+    }
+
+    /// [`NeuronDevice::open`] with an explicit libnrt path instead of the search order (the
+    /// process-wide runtime is shared: the path matters only when no runtime is open yet).
+    pub fn open_with_library(
+        index: usize,
+        library: Option<&std::path::Path>,
+    ) -> Result<NeuronDevice> {
+        let name = format!("neuron:{index}");
+        let rt = NrtRuntime::acquire(&name, library)?;
+        if index >= rt.visible_cores as usize {
+            return Err(Error::DeviceUnavailable {
+                device: name,
+                reason: format!("only {} NeuronCore(s) are visible", rt.visible_cores),
+            });
+        }
+        let vnc = index as i32;
+        let stats = rt.lib().optional.get_vnc_memory_stats.and_then(|f| {
+            let mut s = NrtVncMemoryStats::default();
+            let mut out = 0usize;
+            // SAFETY: `s` and `out` are writable; the size of `s` is passed.
+            let status = unsafe {
+                f(
+                    index as u32,
+                    &mut s,
+                    std::mem::size_of::<NrtVncMemoryStats>(),
+                    &mut out,
+                )
+            };
+            status.is_ok().then_some(s)
+        });
+        let family = rt.family.clone();
+        let what = if rt.emulated {
+            "emulated NeuronCore"
+        } else {
+            "NeuronCore"
+        };
+        let info = DeviceInfo {
+            name: name.clone(),
+            description: format!(
+                "{what} {index} of {} visible ({}{}), runtime {}",
+                rt.visible_cores,
+                family.as_deref().unwrap_or("unknown instance"),
+                if rt.emulated { ", host memory" } else { "" },
+                rt.version
+            ),
+            emulated: rt.emulated,
+            memory_total: stats.map(|s| s.bytes_limit as u64),
+            memory_free: stats.map(|s| s.bytes_limit.saturating_sub(s.bytes_used) as u64),
+            peak_bandwidth: if rt.emulated {
+                None
+            } else {
+                core_bandwidth(family.as_deref())
+            },
+            shape_support: ShapeSupport::Static,
+            dtypes: vec![
+                DType::F32,
+                DType::F16,
+                DType::BF16,
+                DType::I32,
+                DType::I64,
+                DType::U32,
+                DType::U8,
+            ],
+            quantized: vec![],
+            runtime_compile: rt.emulated,
+            details: vec![
+                (
+                    "runtime library".into(),
+                    rt.lib().path.display().to_string(),
+                ),
+                (
+                    "NeuronCores".into(),
+                    format!("{} visible of {}", rt.visible_cores, rt.total_cores),
+                ),
+                (
+                    "instance family".into(),
+                    family.unwrap_or_else(|| "unknown".into()),
+                ),
+            ],
+        };
+        Ok(NeuronDevice { rt, vnc, info })
+    }
+
+    /// The runtime this device uses (live-object counts and fault injection on the emulator).
+    pub fn runtime(&self) -> &Arc<NrtRuntime> {
+        &self.rt
+    }
+
+    fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    fn tensor(&self, bytes: usize, label: &str) -> Result<Arc<NrtTensorHandle>> {
+        Ok(Arc::new(NrtTensorHandle::allocate(
+            &self.rt,
+            self.name(),
+            self.vnc,
+            bytes,
+            label,
+        )?))
+    }
+
+    /// Checks a loaded model's inputs and outputs against the names and byte sizes `sig` implies.
+    fn check_io(&self, model: &NrtModelHandle, sig: &Signature, names: &IoNames) -> Result<()> {
+        let mismatch = |what: String| Error::Backend {
+            device: self.name().to_string(),
+            message: format!("the loaded model does not match the graph's signature: {what}"),
+        };
+        let expect_in: Vec<(String, usize)> = names
+            .inputs
+            .iter()
+            .zip(&sig.params)
+            .map(|((_, n), p)| (n.clone(), p.spec.max_bytes()))
+            .collect();
+        let out_bytes = |src: &str| -> usize {
+            sig.outputs
+                .iter()
+                .find(|(o, _)| o == src)
+                .map(|(_, s)| s.max_bytes())
+                .or_else(|| sig.param(src).map(|p| p.spec.max_bytes()))
+                .unwrap_or(0)
+        };
+        let expect_out: Vec<(String, usize)> = names
+            .outputs
+            .iter()
+            .map(|(src, n)| (n.clone(), out_bytes(src)))
+            .collect();
+        for (kind, expected, got) in [
+            ("input", &expect_in, &model.inputs),
+            ("output", &expect_out, &model.outputs),
+        ] {
+            for (name, size) in expected {
+                match got.iter().find(|t| &t.name == name) {
+                    None => {
+                        return Err(mismatch(format!(
+                            "{kind} '{name}' ({size} bytes) is missing; the model has {}",
+                            got.iter()
+                                .map(|t| format!("'{}' ({} bytes)", t.name, t.size))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )))
+                    }
+                    Some(t) if t.size != *size => {
+                        return Err(mismatch(format!(
+                            "{kind} '{name}' has {} bytes, the graph needs {size}",
+                            t.size
+                        )))
+                    }
+                    Some(_) => {}
+                }
+            }
+            if let Some(extra) = got
+                .iter()
+                .find(|t| !expected.iter().any(|(n, _)| n == &t.name))
+            {
+                return Err(mismatch(format!("unexpected {kind} '{}'", extra.name)));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Device for NeuronDevice {
+    type Buffer = NeuronBuffer;
+    type Executable = NeuronExecutable;
+
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    fn allocate(&self, dtype: DType, dims: &[usize]) -> Result<NeuronBuffer> {
+        let bytes = dtype.storage_bytes(dims.iter().product());
+        let tensor = self.tensor(bytes, "buffer")?;
+        tensor.memset(0)?;
+        Ok(NeuronBuffer {
+            tensor,
+            dtype,
+            dims: dims.to_vec(),
+        })
+    }
+
+    fn upload(&self, host: &HostTensor) -> Result<NeuronBuffer> {
+        let tensor = self.tensor(host.as_bytes().len(), "upload")?;
+        tensor.write(host.as_bytes(), 0)?;
+        Ok(NeuronBuffer {
+            tensor,
+            dtype: host.dtype(),
+            dims: host.dims().to_vec(),
+        })
+    }
+
+    fn download(&self, buffer: &NeuronBuffer) -> Result<HostTensor> {
+        HostTensor::new(buffer.dtype, &buffer.dims, buffer.tensor.read()?)
+    }
+
+    fn compile(&self, graph: &Graph, _options: &CompileOptions) -> Result<NeuronExecutable> {
+        let artifact = EmulationArtifact::from_graph(graph)?;
+        if !self.rt.emulated {
+            return Err(Error::Unsupported {
+                device: self.info.display_name(),
+                what: "compiling graphs at run time: producing NEFFs needs the XLA HLO export and neuronx-cc, which this build does not have; compile elsewhere and use load_artifact".into(),
+            });
+        }
+        self.load_artifact(&artifact.to_bytes(), &graph.signature())
+            .map(|mut e| {
+                e.fingerprint = graph.fingerprint();
+                e
+            })
+    }
+
+    fn load_artifact(&self, artifact: &[u8], expected: &Signature) -> Result<NeuronExecutable> {
+        let model = NrtModelHandle::load(&self.rt, self.name(), self.vnc, artifact)?;
+        let names = IoNames::of_signature(expected);
+        self.check_io(&model, expected, &names)?;
+        Ok(NeuronExecutable {
+            model,
+            signature: expected.clone(),
+            names,
+            fingerprint: String::new(),
+        })
+    }
+
+    fn execute(
+        &self,
+        exe: &NeuronExecutable,
+        mut args: ExecuteArgs<'_, NeuronBuffer>,
+    ) -> Result<Vec<NeuronBuffer>> {
+        let sig = &exe.signature;
+        let bound = bind_args(sig, &args)?;
+        let mut inputs = TensorSet::new(&self.rt, self.name())?;
+        let mut outputs = TensorSet::new(&self.rt, self.name())?;
+        for (src, (_, input_name)) in bound.sources.iter().zip(&exe.names.inputs) {
+            let buf: &NeuronBuffer = match *src {
+                ArgSource::Input(i) => args.inputs()[i].1,
+                ArgSource::State(i) => &*args.state_mut()[i].1,
+            };
+            inputs.add(input_name, &buf.tensor)?;
+            // State is also bound under its aliased output name, so the model updates it in place.
+            if let Some((_, out)) = exe.names.aliases.iter().find(|(i, _)| i == input_name) {
+                outputs.add(out, &buf.tensor)?;
+            }
+        }
+        let mut results = Vec::with_capacity(sig.outputs.len());
+        for ((_, spec), (_, out_name)) in sig.outputs.iter().zip(&exe.names.outputs) {
+            let dims = spec.shape.resolve(&bound.dims)?;
+            let tensor = self.tensor(spec.dtype.storage_bytes(dims.iter().product()), out_name)?;
+            outputs.add(out_name, &tensor)?;
+            results.push(NeuronBuffer {
+                tensor,
+                dtype: spec.dtype,
+                dims,
+            });
+        }
+        exe.model.execute(&inputs, &outputs)?;
+        Ok(results)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        // nrt_execute is synchronous unless asynchronous execution is configured, which this
+        // backend never does.
+        Ok(())
+    }
+
+    fn memory_in_use(&self) -> Option<u64> {
+        let f = self.rt.lib().optional.get_vnc_memory_stats?;
+        let mut s = NrtVncMemoryStats::default();
+        let mut out = 0usize;
+        // SAFETY: `s` and `out` are writable; the size of `s` is passed.
+        let status = unsafe {
+            f(
+                self.vnc as u32,
+                &mut s,
+                std::mem::size_of::<NrtVncMemoryStats>(),
+                &mut out,
+            )
+        };
+        status.is_ok().then_some(s.bytes_used as u64)
+    }
+}
