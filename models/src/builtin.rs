@@ -100,7 +100,7 @@ impl RandomWeights {
             &GraphOptions {
                 entry: Entry::Prefill { max_tokens: 1 },
                 compute: DType::F32,
-                max_context: 1,
+                cache_len: 1,
             },
         )?;
         let shapes = graph

@@ -448,7 +448,7 @@ impl ModelConfig {
             &crate::graph::GraphOptions {
                 entry: crate::graph::Entry::Decode,
                 compute: DType::F32,
-                max_context: 1,
+                cache_len: 1,
             },
         )?;
         Ok(graph

@@ -8,21 +8,109 @@ use crate::weights::WeightSource;
 use std::time::{Duration, Instant};
 use switchyard_runtime::{
     DType, Device, DeviceBuffer, Executable, ExecuteArgs, HostTensor, ParamKind, ShapeSupport,
-    WeightPlan,
+    SymbolBindings, WeightPlan,
 };
 
 /// How to place a model on a device.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EngineOptions {
-    /// Compute dtype; default f32 on the CPU (candle's bf16 CPU matmul is slow), the checkpoint's
-    /// dtype elsewhere.
+    /// Compute dtype; default f32 on the CPU (candle's bf16 CPU matmul is slow) and on emulated
+    /// devices (for parity with the CPU), the checkpoint's dtype elsewhere.
     pub dtype: Option<DType>,
-    /// KV-cache length; default the model's `max_position_embeddings`, capped at 4096.
+    /// Longest prompt plus generation a session holds; default the model's
+    /// `max_position_embeddings`, capped at 4096.
     pub max_context: Option<usize>,
+    /// Static-shape devices: tokens per prefill call, the last call padded (default 128).
+    pub prefill_chunk: Option<usize>,
+    /// Static-shape devices: the attended KV lengths compiled, ascending (default 512, 2048, ...
+    /// by factors of 4, and the maximum context, which is always added).
+    pub kv_buckets: Option<Vec<usize>>,
 }
 
-/// Default cap on the KV-cache length when the user does not choose one.
+/// Default cap on the context when the user does not choose one.
 pub const DEFAULT_MAX_CONTEXT: usize = 4096;
+/// Default prefill chunk on static-shape devices.
+pub const DEFAULT_PREFILL_CHUNK: usize = 128;
+
+/// How an engine's graphs become executables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shapes {
+    /// One prefill and one decode executable with symbolic lengths, bound per call.
+    Dynamic,
+    /// Per KV bucket, a prefill executable taking `chunk` tokens (the last chunk padded and masked)
+    /// and a decode executable; each call uses the smallest bucket holding its positions.
+    Static {
+        /// Tokens per prefill call.
+        chunk: usize,
+        /// Attended KV lengths, ascending; the last is the maximum context.
+        buckets: Vec<usize>,
+    },
+}
+
+impl Shapes {
+    /// Executables an engine compiles for these shapes.
+    pub fn executables(&self) -> usize {
+        match self {
+            Shapes::Dynamic => 2,
+            Shapes::Static { buckets, .. } => 2 * buckets.len(),
+        }
+    }
+}
+
+fn static_shapes(options: &EngineOptions, max_context: usize) -> Result<Shapes> {
+    let chunk = options
+        .prefill_chunk
+        .unwrap_or(DEFAULT_PREFILL_CHUNK.min(max_context));
+    if chunk == 0 || chunk > max_context {
+        return Err(ModelError::InvalidOption {
+            option: "--prefill-chunk",
+            message: format!("{chunk} must be between 1 and the context ({max_context})"),
+        });
+    }
+    let mut buckets = match &options.kv_buckets {
+        Some(b) => b.clone(),
+        None => {
+            let mut b = Vec::new();
+            let mut x = 512;
+            while x < max_context {
+                b.push(x);
+                x *= 4;
+            }
+            b
+        }
+    };
+    if let Some(bad) = buckets.iter().find(|&&b| b == 0 || b > max_context) {
+        return Err(ModelError::InvalidOption {
+            option: "--buckets",
+            message: format!("bucket {bad} must be between 1 and the context ({max_context})"),
+        });
+    }
+    if buckets.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(ModelError::InvalidOption {
+            option: "--buckets",
+            message: format!("buckets must be ascending without repeats, got {buckets:?}"),
+        });
+    }
+    if buckets.last() != Some(&max_context) {
+        buckets.push(max_context);
+    }
+    Ok(Shapes::Static { chunk, buckets })
+}
+
+/// What one call reads back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Readback {
+    /// The logits (`[vocab]` f32).
+    Logits,
+    /// Only the argmax token id (greedy decoding on the device).
+    NextToken,
+}
+
+/// The result of one call.
+enum Step {
+    Logits(Vec<f32>),
+    Token(u32),
+}
 
 /// A model ready to run on device `D`: weights uploaded once, prefill and decode graphs compiled
 /// once. Sessions ([`Session`]) hold the per-conversation KV cache, so one engine serves many.
@@ -31,9 +119,13 @@ pub struct Engine<D: Device> {
     config: ModelConfig,
     compute: DType,
     max_context: usize,
+    /// KV-cache positions: the context, plus room for a padded last prefill chunk.
+    cache_len: usize,
+    shapes: Shapes,
     weights: Vec<(String, D::Buffer)>,
-    prefill: D::Executable,
-    decode: D::Executable,
+    /// One per bucket on static devices, one in all on dynamic ones.
+    prefill: Vec<D::Executable>,
+    decode: Vec<D::Executable>,
     load_time: Duration,
     compile_time: Duration,
     weight_bytes: usize,
@@ -115,18 +207,9 @@ impl<D: Device> Engine<D> {
         options: &EngineOptions,
     ) -> Result<Self> {
         let info = device.info();
-        if info.shape_support == ShapeSupport::Static {
-            return Err(ModelError::Runtime(
-                switchyard_runtime::Error::Unsupported {
-                    device: info.display_name(),
-                    what: "models on static-shape devices (bucketed executables are not built yet)"
-                        .into(),
-                },
-            ));
-        }
         let compute = match options.dtype {
             Some(d) => d,
-            None if info.name == "cpu" => DType::F32,
+            None if info.name == "cpu" || info.emulated => DType::F32,
             None => config.torch_dtype.unwrap_or(DType::F32),
         };
         if !info.dtypes.contains(&compute) {
@@ -138,18 +221,38 @@ impl<D: Device> Engine<D> {
         let max_context = options
             .max_context
             .unwrap_or(config.max_position_embeddings.min(DEFAULT_MAX_CONTEXT));
+        if max_context == 0 || max_context > config.max_position_embeddings {
+            return Err(ModelError::InvalidOption {
+                option: "--max-context",
+                message: format!(
+                    "{max_context} must be between 1 and the model's max_position_embeddings ({})",
+                    config.max_position_embeddings
+                ),
+            });
+        }
+        let shapes = match info.shape_support {
+            ShapeSupport::Dynamic => Shapes::Dynamic,
+            ShapeSupport::Static => static_shapes(options, max_context)?,
+        };
+        let cache_len = match &shapes {
+            Shapes::Dynamic => max_context,
+            Shapes::Static { chunk, .. } => max_context + chunk,
+        };
         let graph = |entry| {
             build_graph(
                 config,
                 &GraphOptions {
                     entry,
                     compute,
-                    max_context,
+                    cache_len,
                 },
             )
         };
         let prefill_graph = graph(Entry::Prefill {
-            max_tokens: max_context,
+            max_tokens: match &shapes {
+                Shapes::Dynamic => max_context,
+                Shapes::Static { chunk, .. } => *chunk,
+            },
         })?;
         let decode_graph = graph(Entry::Decode)?;
 
@@ -194,15 +297,31 @@ impl<D: Device> Engine<D> {
         let load_time = start.elapsed();
 
         let start = Instant::now();
-        let options = Default::default();
-        let prefill = device.compile(&prefill_graph, &options)?;
-        let decode = device.compile(&decode_graph, &options)?;
+        let compile_options = Default::default();
+        let (prefill, decode) = match &shapes {
+            Shapes::Dynamic => (
+                vec![device.compile(&prefill_graph, &compile_options)?],
+                vec![device.compile(&decode_graph, &compile_options)?],
+            ),
+            Shapes::Static { chunk, buckets } => {
+                let mut p = Vec::with_capacity(buckets.len());
+                let mut d = Vec::with_capacity(buckets.len());
+                for &b in buckets {
+                    let dims = SymbolBindings::new().with("t", *chunk).with("kv_len", b);
+                    p.push(device.compile(&prefill_graph.bind(&dims)?, &compile_options)?);
+                    d.push(device.compile(&decode_graph.bind(&dims)?, &compile_options)?);
+                }
+                (p, d)
+            }
+        };
         let compile_time = start.elapsed();
         Ok(Engine {
             device,
             config: config.clone(),
             compute,
             max_context,
+            cache_len,
+            shapes,
             weights: uploaded,
             prefill,
             decode,
@@ -227,9 +346,14 @@ impl<D: Device> Engine<D> {
         self.compute
     }
 
-    /// The KV-cache length (the longest prompt plus generation a session can hold).
+    /// The longest prompt plus generation a session can hold.
     pub fn max_context(&self) -> usize {
         self.max_context
+    }
+
+    /// How the graphs were compiled (dynamic, or chunk and buckets).
+    pub fn shapes(&self) -> &Shapes {
+        &self.shapes
     }
 
     /// Time spent reading, converting and uploading weights.
@@ -247,10 +371,10 @@ impl<D: Device> Engine<D> {
         self.weight_bytes
     }
 
-    /// A new session with a zeroed KV cache at the full context length.
+    /// A new session with a zeroed KV cache at the full context length, allocated once.
     pub fn new_session(&self) -> Result<Session<D>> {
         let c = &self.config;
-        let dims = [1, self.max_context, c.num_kv_heads, c.head_dim];
+        let dims = [1, self.cache_len, c.num_kv_heads, c.head_dim];
         let mut cache = Vec::with_capacity(2 * c.num_layers);
         for layer in 0..c.num_layers {
             for which in ['k', 'v'] {
@@ -263,24 +387,16 @@ impl<D: Device> Engine<D> {
         Ok(Session { cache, pos: 0 })
     }
 
-    fn run(
-        &self,
-        exe: &D::Executable,
-        session: &mut Session<D>,
-        tokens: &[u32],
-        last_index: Option<u32>,
-    ) -> Result<Vec<f32>> {
-        let n = tokens.len();
-        let start = session.pos;
-        if n == 0 {
+    fn check_tokens(&self, session: &Session<D>, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
             return Err(ModelError::InvalidOption {
                 option: "prompt",
                 message: "no tokens to process".into(),
             });
         }
-        if start + n > self.max_context {
+        if session.pos + tokens.len() > self.max_context {
             return Err(ModelError::PromptTooLong {
-                tokens: start + n,
+                tokens: session.pos + tokens.len(),
                 max_context: self.max_context,
             });
         }
@@ -296,47 +412,153 @@ impl<D: Device> Engine<D> {
                 ),
             });
         }
-        let positions: Vec<i32> = (start..start + n).map(|p| p as i32).collect();
+        Ok(())
+    }
+
+    /// One execution: `tokens` (at most one chunk on static devices) at the session's position.
+    fn call(
+        &self,
+        prefill: bool,
+        session: &mut Session<D>,
+        tokens: &[u32],
+        readback: Readback,
+    ) -> Result<Step> {
+        let n = tokens.len();
+        let start = session.pos;
+        let (exe, width, kv_len) = match &self.shapes {
+            Shapes::Dynamic => {
+                let exe = if prefill {
+                    &self.prefill[0]
+                } else {
+                    &self.decode[0]
+                };
+                (exe, n, Some(start + n))
+            }
+            Shapes::Static { chunk, buckets } => {
+                let b = buckets
+                    .iter()
+                    .position(|&b| b >= start + n)
+                    .expect("check_tokens keeps positions within the largest bucket");
+                let exe = if prefill {
+                    &self.prefill[b]
+                } else {
+                    &self.decode[b]
+                };
+                (exe, if prefill { *chunk } else { 1 }, None)
+            }
+        };
+        // Padding rows repeat token 0 at the following positions (clamped to the model's range);
+        // their keys land past the real ones and are overwritten before any query can see them.
+        let mut padded = tokens.to_vec();
+        padded.resize(width, 0);
+        let max_pos = self.config.max_position_embeddings as i32 - 1;
+        let positions: Vec<i32> = (start..start + width)
+            .map(|p| (p as i32).min(max_pos))
+            .collect();
         let tok = self
             .device
-            .upload(&HostTensor::from_u32(&[1, n], tokens)?)?;
+            .upload(&HostTensor::from_u32(&[1, width], &padded)?)?;
         let pos = self
             .device
-            .upload(&HostTensor::from_i32(&[n], &positions)?)?;
-        let last = match last_index {
-            Some(i) => Some(self.device.upload(&HostTensor::from_u32(&[1], &[i])?)?),
-            None => None,
+            .upload(&HostTensor::from_i32(&[width], &positions)?)?;
+        let last = if prefill {
+            Some(
+                self.device
+                    .upload(&HostTensor::from_u32(&[1], &[n as u32 - 1])?)?,
+            )
+        } else {
+            None
         };
         let mut args = ExecuteArgs::new()
             .inputs_from(self.weights.iter().map(|(n, b)| (n.as_str(), b)))
             .input("tokens", &tok)
             .input("positions", &pos)
-            .states_from(session.cache.iter_mut().map(|(n, b)| (n.as_str(), b)))
-            .dim("kv_len", start + n);
+            .states_from(session.cache.iter_mut().map(|(n, b)| (n.as_str(), b)));
         if let Some(l) = &last {
             args = args.input("last_index", l);
         }
+        if let Some(kv) = kv_len {
+            args = args.dim("kv_len", kv);
+        }
         let out = self.device.execute(exe, args)?;
         session.pos = start + n;
-        let logits = self.device.download(&out[0])?;
-        debug_assert_eq!(out[0].dims(), &[1, self.config.vocab_size]);
-        Ok(logits.to_f32_vec()?)
+        Ok(match readback {
+            Readback::Logits => {
+                debug_assert_eq!(out[0].dims(), &[1, self.config.vocab_size]);
+                Step::Logits(self.device.download(&out[0])?.to_f32_vec()?)
+            }
+            Readback::NextToken => Step::Token(self.device.download(&out[1])?.to_u32_vec()?[0]),
+        })
+    }
+
+    /// Prefill in as many calls as the shapes need; the last call's readback.
+    fn prefill_with(
+        &self,
+        session: &mut Session<D>,
+        tokens: &[u32],
+        readback: Readback,
+    ) -> Result<Step> {
+        self.check_tokens(session, tokens)?;
+        let per_call = match &self.shapes {
+            Shapes::Dynamic => tokens.len(),
+            Shapes::Static { chunk, .. } => *chunk,
+        };
+        let mut last = None;
+        let chunks: Vec<&[u32]> = tokens.chunks(per_call).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let rb = if i + 1 == chunks.len() {
+                readback
+            } else {
+                Readback::NextToken
+            };
+            last = Some(self.call(true, session, chunk, rb)?);
+        }
+        Ok(last.expect("at least one token"))
     }
 
     /// Runs `tokens` through the model at the session's position and returns the logits of the
     /// last one.
     pub fn prefill(&self, session: &mut Session<D>, tokens: &[u32]) -> Result<Vec<f32>> {
-        let last = tokens.len().saturating_sub(1) as u32;
-        self.run(&self.prefill, session, tokens, Some(last))
+        match self.prefill_with(session, tokens, Readback::Logits)? {
+            Step::Logits(l) => Ok(l),
+            Step::Token(_) => unreachable!("asked for logits"),
+        }
+    }
+
+    /// Like [`Engine::prefill`], but returns only the most likely next token, chosen on the
+    /// device (nothing vocabulary-sized is read back).
+    pub fn prefill_greedy(&self, session: &mut Session<D>, tokens: &[u32]) -> Result<u32> {
+        match self.prefill_with(session, tokens, Readback::NextToken)? {
+            Step::Token(t) => Ok(t),
+            Step::Logits(_) => unreachable!("asked for a token"),
+        }
     }
 
     /// Runs one token at the session's position and returns its logits.
     pub fn decode(&self, session: &mut Session<D>, token: u32) -> Result<Vec<f32>> {
-        self.run(&self.decode, session, &[token], None)
+        self.check_tokens(session, &[token])?;
+        match self.call(false, session, &[token], Readback::Logits)? {
+            Step::Logits(l) => Ok(l),
+            Step::Token(_) => unreachable!("asked for logits"),
+        }
     }
 
-    /// Fingerprints of the compiled prefill and decode graphs (they never change after `new`).
-    pub fn executable_fingerprints(&self) -> [&str; 2] {
-        [self.prefill.fingerprint(), self.decode.fingerprint()]
+    /// Like [`Engine::decode`], but returns only the most likely next token, chosen on the device.
+    pub fn decode_greedy(&self, session: &mut Session<D>, token: u32) -> Result<u32> {
+        self.check_tokens(session, &[token])?;
+        match self.call(false, session, &[token], Readback::NextToken)? {
+            Step::Token(t) => Ok(t),
+            Step::Logits(_) => unreachable!("asked for a token"),
+        }
+    }
+
+    /// Fingerprints of the compiled executables (prefill ones first; they never change after
+    /// `new`).
+    pub fn executable_fingerprints(&self) -> Vec<&str> {
+        self.prefill
+            .iter()
+            .chain(&self.decode)
+            .map(|e| e.fingerprint())
+            .collect()
     }
 }

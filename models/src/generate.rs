@@ -180,6 +180,26 @@ pub fn generate<D: Device>(
             max_context,
         });
     }
+    // A static-shape device has executables only up to its largest bucket: refuse before any
+    // work a request that would run past it.
+    if let crate::engine::Shapes::Static { buckets, .. } = engine.shapes() {
+        let needed =
+            session.position() + prompt_ids.len() + options.max_new_tokens.saturating_sub(1);
+        if needed > max_context {
+            return Err(ModelError::InvalidOption {
+                option: "--max-new-tokens",
+                message: format!(
+                    "the prompt ({} tokens at position {}) plus {} new tokens needs {needed} positions, but the largest bucket compiled for {} holds {} (buckets {buckets:?}; the model's context is {})",
+                    prompt_ids.len(),
+                    session.position(),
+                    options.max_new_tokens,
+                    engine.device().info().display_name(),
+                    max_context,
+                    engine.config().max_position_embeddings
+                ),
+            });
+        }
+    }
     let mut streamer = Streamer {
         stream: tokenizer.map(|t| t.stream(true)),
         text: String::new(),
@@ -190,17 +210,36 @@ pub fn generate<D: Device>(
         prompt_tokens: prompt_ids.len(),
         ..Default::default()
     };
+    // Greedy decoding without a penalty needs only the argmax, which the device computes: read
+    // back one id per token instead of the logits.
+    let on_device_greedy = options.sampling.temperature == 0.0
+        && options.sampling.repetition_penalty == 1.0
+        && !options.return_prompt_logits;
+    enum Next {
+        Logits(Vec<f32>),
+        Token(u32),
+    }
     let start = Instant::now();
-    let mut logits = engine.prefill(session, prompt_ids)?;
+    let mut next_step = if on_device_greedy {
+        Next::Token(engine.prefill_greedy(session, prompt_ids)?)
+    } else {
+        Next::Logits(engine.prefill(session, prompt_ids)?)
+    };
     timings.prefill = start.elapsed();
-    let last_prompt_logits = options.return_prompt_logits.then(|| logits.clone());
+    let last_prompt_logits = match (&next_step, options.return_prompt_logits) {
+        (Next::Logits(l), true) => Some(l.clone()),
+        _ => None,
+    };
     let mut context: Vec<u32> = prompt_ids.to_vec();
     let mut generated = Vec::new();
     let stop_reason = loop {
         if generated.len() >= options.max_new_tokens {
             break StopReason::MaxTokens;
         }
-        let next = sampler.sample(&logits, &context)?;
+        let next = match &next_step {
+            Next::Logits(logits) => sampler.sample(logits, &context)?,
+            Next::Token(t) => *t,
+        };
         if generated.is_empty() {
             timings.time_to_first_token = start.elapsed();
         }
@@ -223,7 +262,11 @@ pub fn generate<D: Device>(
             break StopReason::ContextLimit;
         }
         let step = Instant::now();
-        logits = engine.decode(session, next)?;
+        next_step = if on_device_greedy {
+            Next::Token(engine.decode_greedy(session, next)?)
+        } else {
+            Next::Logits(engine.decode(session, next)?)
+        };
         timings.decode.push(step.elapsed());
     };
     if stop_reason != StopReason::StopString && stop_reason != StopReason::Cancelled {

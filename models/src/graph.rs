@@ -9,11 +9,12 @@
 //! Graph interface (both entries):
 //! - inputs `tokens` u32 `[1, t]`, `positions` i32 `[t]` (absolute positions, consecutive), and for
 //!   the prefill entry `last_index` u32 `[1]` (which of the `t` rows to return logits for);
-//! - state `kv.{layer}.k` / `kv.{layer}.v` `[1, max_context, kv_heads, head_dim]`, written at
+//! - state `kv.{layer}.k` / `kv.{layer}.v` `[1, cache_len, kv_heads, head_dim]`, written at
 //!   `positions[0]`;
 //! - symbol `kv_len` (the attended cache length, `positions[0] + t` on dynamic devices, a bucket
 //!   size on static ones), and `t` (prefill only; fixed to 1 for decode);
-//! - output `logits` f32 `[1, vocab]`.
+//! - outputs `logits` f32 `[1, vocab]` and `next_token` u32 `[1]` (its argmax, so greedy decoding
+//!   can read back one id instead of the logits).
 
 use crate::config::{Activation, Arch, ModelConfig};
 use crate::error::{ModelError, Result};
@@ -41,8 +42,8 @@ pub struct GraphOptions {
     pub entry: Entry,
     /// Dtype of activations and (float) weights.
     pub compute: DType,
-    /// Length of the KV cache.
-    pub max_context: usize,
+    /// Length of the KV cache (positions written; at least the positions a session may reach).
+    pub cache_len: usize,
 }
 
 /// Name of the KV-cache state of `layer` (`k` or `v`).
@@ -142,7 +143,7 @@ impl Builder<'_> {
         rope: Option<(NodeId, NodeId)>,
         positions: NodeId,
         write_pos: NodeId,
-        max_context: usize,
+        cache_len: usize,
     ) -> RtResult<NodeId> {
         let c = self.cfg;
         let p = self.layer_prefix(i);
@@ -180,7 +181,7 @@ impl Builder<'_> {
             ),
         };
         // Heads first for rotary embedding and attention; the cache stores positions first
-        // (`[1, max_context, kv_heads, head_dim]`), so one position's keys are contiguous and
+        // (`[1, cache_len, kv_heads, head_dim]`), so one position's keys are contiguous and
         // attention kernels can read the cache in place.
         let q = self.split_heads(q, hq)?;
         let mut q = self.swap_seq_heads(q)?;
@@ -192,7 +193,7 @@ impl Builder<'_> {
             let kh = self.b.rope(kh, cos, sin, false)?;
             k = self.swap_seq_heads(kh)?;
         }
-        let cache_spec = TensorSpec::new(self.dt, [1, max_context, hkv, d]);
+        let cache_spec = TensorSpec::new(self.dt, [1, cache_len, hkv, d]);
         let (kname, vname) = (kv_state_name(i, 'k'), kv_state_name(i, 'v'));
         let kc = self.b.state(&kname, cache_spec.clone())?;
         let vc = self.b.state(&vname, cache_spec)?;
@@ -200,7 +201,7 @@ impl Builder<'_> {
         let vw = self.b.kv_write(vc, v, write_pos, 1)?;
         self.b.update_state(&kname, kw)?;
         self.b.update_state(&vname, vw)?;
-        let kv_len = Dim::sym("kv_len", max_context);
+        let kv_len = Dim::sym("kv_len", cache_len);
         let ks = self.b.slice(kw, 1, 0, kv_len.clone())?;
         let ks = self.swap_seq_heads(ks)?;
         let vs = self.b.slice(vw, 1, 0, kv_len)?;
@@ -276,13 +277,10 @@ pub fn embedding_name(arch: Arch) -> &'static str {
 
 /// Builds the graph of `entry` for `cfg`.
 pub fn build_graph(cfg: &ModelConfig, opts: &GraphOptions) -> Result<Graph> {
-    if opts.max_context == 0 || opts.max_context > cfg.max_position_embeddings {
+    if opts.cache_len == 0 {
         return Err(ModelError::InvalidOption {
             option: "--max-context",
-            message: format!(
-                "{} must be between 1 and the model's max_position_embeddings ({})",
-                opts.max_context, cfg.max_position_embeddings
-            ),
+            message: "the KV cache needs at least one position".into(),
         });
     }
     if !opts.compute.is_float() {
@@ -296,9 +294,7 @@ pub fn build_graph(cfg: &ModelConfig, opts: &GraphOptions) -> Result<Graph> {
 
 fn build(cfg: &ModelConfig, opts: &GraphOptions) -> RtResult<Graph> {
     let (t, name) = match opts.entry {
-        Entry::Prefill { max_tokens } => {
-            (Dim::sym("t", max_tokens.min(opts.max_context)), "prefill")
-        }
+        Entry::Prefill { max_tokens } => (Dim::sym("t", max_tokens.max(1)), "prefill"),
         Entry::Decode => (Dim::Fixed(1), "decode"),
     };
     let mut s = Builder {
@@ -349,7 +345,7 @@ fn build(cfg: &ModelConfig, opts: &GraphOptions) -> RtResult<Graph> {
     };
     let write_pos = s.b.slice(positions, 0, 0, 1)?;
     for i in 0..cfg.num_layers {
-        x = s.attention_block(x, i, rope, positions, write_pos, opts.max_context)?;
+        x = s.attention_block(x, i, rope, positions, write_pos, opts.cache_len)?;
         x = s.mlp_block(x, i)?;
     }
     x = s.norm(
@@ -380,5 +376,7 @@ fn build(cfg: &ModelConfig, opts: &GraphOptions) -> RtResult<Graph> {
         logits = s.b.cast(logits, DType::F32)?;
     }
     s.b.output("logits", logits)?;
+    let next = s.b.argmax(logits)?;
+    s.b.output("next_token", next)?;
     s.b.finish()
 }

@@ -1,6 +1,7 @@
 //! The Neuron device: one NeuronCore (`neuron:N`) through libnrt.
 
 use crate::buffer::NeuronBuffer;
+use crate::cache::CompileCache;
 use crate::executable::NeuronExecutable;
 use crate::handles::{NrtModelHandle, NrtTensorHandle, TensorSet};
 use crate::runtime::NrtRuntime;
@@ -21,6 +22,7 @@ pub struct NeuronDevice {
     rt: Arc<NrtRuntime>,
     vnc: i32,
     info: DeviceInfo,
+    cache: CompileCache,
 }
 
 impl std::fmt::Debug for NeuronDevice {
@@ -78,6 +80,8 @@ impl NeuronDevice {
             status.is_ok().then_some(s)
         });
         let family = rt.family.clone();
+        let cache = CompileCache::new(crate::cache::default_dir());
+        let cache_line = cache.describe();
         let what = if rt.emulated {
             "emulated NeuronCore"
         } else {
@@ -125,9 +129,36 @@ impl NeuronDevice {
                     "instance family".into(),
                     family.unwrap_or_else(|| "unknown".into()),
                 ),
+                ("compile cache".into(), cache_line),
             ],
         };
-        Ok(NeuronDevice { rt, vnc, info })
+        Ok(NeuronDevice {
+            rt,
+            vnc,
+            info,
+            cache,
+        })
+    }
+
+    /// The same device compiling through the cache in `dir` instead of the default one
+    /// (`SWITCHYARD_NEURON_CACHE`, else the user's cache directory); `None` disables caching.
+    pub fn with_compile_cache(mut self, dir: Option<std::path::PathBuf>) -> NeuronDevice {
+        self.cache = CompileCache::new(dir);
+        let line = self.cache.describe();
+        if let Some(d) = self
+            .info
+            .details
+            .iter_mut()
+            .find(|(k, _)| k == "compile cache")
+        {
+            d.1 = line;
+        }
+        self
+    }
+
+    /// The directory of the compile cache, if any.
+    pub fn compile_cache_dir(&self) -> Option<&std::path::Path> {
+        self.cache.dir()
     }
 
     /// The runtime this device uses (live-object counts and fault injection on the emulator).
@@ -242,19 +273,40 @@ impl Device for NeuronDevice {
         HostTensor::new(buffer.dtype, &buffer.dims, buffer.tensor.read()?)
     }
 
-    fn compile(&self, graph: &Graph, _options: &CompileOptions) -> Result<NeuronExecutable> {
-        let artifact = EmulationArtifact::from_graph(graph)?;
+    /// Compiles once per graph: the result is kept in the on-disk compile cache keyed by the
+    /// graph's fingerprint, the options and the runtime version; a cached entry that does not
+    /// check out is rebuilt, not trusted.
+    fn compile(&self, graph: &Graph, options: &CompileOptions) -> Result<NeuronExecutable> {
+        let fingerprint = graph.fingerprint();
+        let key = crate::cache::key(&fingerprint, &format!("{options:?}"), &self.rt.version);
         if !self.rt.emulated {
+            // Real NEFFs compiled elsewhere may already sit in the cache.
+            if let Some(neff) = self.cache.get(&key, "neff", |b| !b.is_empty()) {
+                return self.load_artifact(&neff, &graph.signature()).map(|mut e| {
+                    e.fingerprint = fingerprint;
+                    e
+                });
+            }
+            EmulationArtifact::from_graph(graph)?;
             return Err(Error::Unsupported {
                 device: self.info.display_name(),
                 what: "compiling graphs at run time: producing NEFFs needs the XLA HLO export and neuronx-cc, which this build does not have; compile elsewhere and use load_artifact".into(),
             });
         }
-        self.load_artifact(&artifact.to_bytes(), &graph.signature())
-            .map(|mut e| {
-                e.fingerprint = graph.fingerprint();
-                e
-            })
+        let bytes = match self.cache.get(&key, "swemu", |b| {
+            EmulationArtifact::from_bytes(b).is_ok_and(|a| a.graph.fingerprint() == fingerprint)
+        }) {
+            Some(b) => b,
+            None => {
+                let b = EmulationArtifact::from_graph(graph)?.to_bytes();
+                self.cache.put(&key, "swemu", &b);
+                b
+            }
+        };
+        self.load_artifact(&bytes, &graph.signature()).map(|mut e| {
+            e.fingerprint = fingerprint;
+            e
+        })
     }
 
     fn load_artifact(&self, artifact: &[u8], expected: &Signature) -> Result<NeuronExecutable> {

@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 mod buffer;
+pub mod cache;
 mod device;
 pub mod emulator;
 mod executable;

@@ -167,6 +167,14 @@ impl NrtRuntime {
             .map(|f| unsafe { f(kind) })
     }
 
+    /// Bytes the emulator has copied from the host and back (`nrt_tensor_write`,
+    /// `nrt_tensor_read`) since it was loaded; `None` on a real runtime.
+    pub fn emulator_transferred_bytes(&self) -> Option<(u64, u64)> {
+        let f = self.lib.optional.emu_transferred_bytes?;
+        // SAFETY: the emulator's extension takes a direction number and returns a count.
+        Some(unsafe { (f(0), f(1)) })
+    }
+
     /// Replaces the emulator's fault-injection plan; `Unsupported` on a real runtime.
     pub fn emulator_set_faults(&self, plan: &str) -> Result<(), Error> {
         let f = self

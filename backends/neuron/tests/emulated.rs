@@ -99,6 +99,101 @@ fn state_is_updated_in_place_across_calls() {
     );
 }
 
+/// Runs the `kv_graph` executable once at position 0 and returns its `sum` output.
+fn run_kv_once(dev: &NeuronDevice, exe: &switchyard_neuron::NeuronExecutable) -> Vec<f32> {
+    let mut cache = dev.allocate(DType::F32, &[1, 4, 2]).unwrap();
+    let x = dev
+        .upload(&HostTensor::from_f32(&[1, 1, 2], &[3.0, 4.0]).unwrap())
+        .unwrap();
+    let p = dev
+        .upload(&HostTensor::from_i32(&[1], &[0]).unwrap())
+        .unwrap();
+    let args = ExecuteArgs::new()
+        .input("x", &x)
+        .input("pos", &p)
+        .state("cache", &mut cache);
+    let out = dev.execute(exe, args).unwrap();
+    dev.download(&out[0]).unwrap().to_f32_vec().unwrap()
+}
+
+fn cache_entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn compile_cache_reuses_entries_and_rebuilds_corrupt_ones() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("neuron-cache");
+    let dev = device(0).with_compile_cache(Some(dir.clone()));
+    assert_eq!(dev.compile_cache_dir(), Some(dir.as_path()));
+    let shown = &dev.info().details;
+    assert!(
+        shown
+            .iter()
+            .any(|(k, v)| k == "compile cache" && v == &dir.display().to_string()),
+        "{shown:?}"
+    );
+    let exe = dev.compile(&kv_graph(), &Default::default()).unwrap();
+    assert_eq!(run_kv_once(&dev, &exe), vec![3.0, 4.0]);
+    let entries = cache_entries(&dir);
+    assert_eq!(
+        entries.len(),
+        1,
+        "one entry per compiled graph: {entries:?}"
+    );
+    let entry = &entries[0];
+    let good = std::fs::read(entry).unwrap();
+    // A second compile of the same graph reads the entry and writes nothing new.
+    let modified = std::fs::metadata(entry).unwrap().modified().unwrap();
+    let again = dev.compile(&kv_graph(), &Default::default()).unwrap();
+    assert_eq!(run_kv_once(&dev, &again), vec![3.0, 4.0]);
+    assert_eq!(cache_entries(&dir), entries);
+    assert_eq!(
+        std::fs::metadata(entry).unwrap().modified().unwrap(),
+        modified
+    );
+    // Garbage, a truncated entry and a valid artifact of another graph are all rebuilt.
+    let mut other = GraphBuilder::new("other");
+    let a = other.input("a", TensorSpec::new(DType::F32, [2])).unwrap();
+    other.output("a_out", a).unwrap();
+    let foreign =
+        switchyard_runtime::artifact::EmulationArtifact::from_graph(&other.finish().unwrap())
+            .unwrap()
+            .to_bytes();
+    for corrupt in [
+        b"not a compiled graph".to_vec(),
+        good[..good.len() / 2].to_vec(),
+        foreign,
+    ] {
+        std::fs::write(entry, &corrupt).unwrap();
+        let exe = dev.compile(&kv_graph(), &Default::default()).unwrap();
+        assert_eq!(run_kv_once(&dev, &exe), vec![3.0, 4.0]);
+        assert_eq!(std::fs::read(entry).unwrap(), good, "the entry was rebuilt");
+    }
+}
+
+#[test]
+fn an_unwritable_compile_cache_still_compiles() {
+    let _g = serial();
+    let dev = device(0).with_compile_cache(Some("/proc/switchyard-no-such-dir".into()));
+    let line = &dev
+        .info()
+        .details
+        .iter()
+        .find(|(k, _)| k == "compile cache")
+        .unwrap()
+        .1;
+    assert!(line.contains("not writable"), "{line}");
+    let exe = dev.compile(&kv_graph(), &Default::default()).unwrap();
+    assert_eq!(run_kv_once(&dev, &exe), vec![3.0, 4.0]);
+}
+
 #[test]
 fn symbolic_graphs_and_foreign_artifacts_are_refused_clearly() {
     let _g = serial();

@@ -138,7 +138,7 @@ pub fn export_gguf(
         &crate::graph::GraphOptions {
             entry: crate::graph::Entry::Decode,
             compute: DType::F32,
-            max_context: 1,
+            cache_len: 1,
         },
     )?;
     for p in graph.signature().params {

@@ -28,6 +28,7 @@ mod state;
 
 use state::{lock, Emu, Model, Phase, Tensor};
 use std::ffi::{c_char, c_void, CStr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use switchyard_neuron_sys::*;
 use switchyard_runtime::artifact::EmulationArtifact;
@@ -410,6 +411,11 @@ fn in_bounds(t: &Tensor, offset: usize, size: usize) -> Result<(), NrtStatus> {
     }
 }
 
+/// Bytes copied from the host by `nrt_tensor_write` since the library was loaded.
+static BYTES_WRITTEN: AtomicU64 = AtomicU64::new(0);
+/// Bytes copied to the host by `nrt_tensor_read` since the library was loaded.
+static BYTES_READ: AtomicU64 = AtomicU64::new(0);
+
 /// `nrt_tensor_read`.
 #[no_mangle]
 pub extern "C" fn nrt_tensor_read(
@@ -429,6 +435,7 @@ pub extern "C" fn nrt_tensor_read(
         // SAFETY: the API's contract: `buf` is writable for `size` bytes; `src` has `size` bytes
         // of emulator-owned memory, which cannot overlap the caller's buffer.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), buf as *mut u8, size) };
+        BYTES_READ.fetch_add(size as u64, Ordering::Relaxed);
         Ok(())
     })
 }
@@ -451,6 +458,7 @@ pub extern "C" fn nrt_tensor_write(
         let src = unsafe { std::slice::from_raw_parts(buf as *const u8, size) };
         let mut bytes = t.bytes.lock().unwrap_or_else(|e| e.into_inner());
         bytes[t.offset + offset..t.offset + offset + size].copy_from_slice(src);
+        BYTES_WRITTEN.fetch_add(size as u64, Ordering::Relaxed);
         Ok(())
     })
 }
@@ -724,6 +732,17 @@ pub extern "C" fn switchyard_emu_live_objects(kind: u32) -> u64 {
         }) as u64
     })
     .unwrap_or(0)
+}
+
+/// Switchyard extension: bytes that crossed the host boundary since the library was loaded,
+/// `direction` 0 for host to device (`nrt_tensor_write`), 1 for device to host (`nrt_tensor_read`).
+#[no_mangle]
+pub extern "C" fn switchyard_emu_transferred_bytes(direction: u32) -> u64 {
+    match direction {
+        0 => BYTES_WRITTEN.load(Ordering::Relaxed),
+        1 => BYTES_READ.load(Ordering::Relaxed),
+        _ => 0,
+    }
 }
 
 /// Switchyard extension: replaces the fault plan (syntax of [`faults`]); INVALID if unparsable.

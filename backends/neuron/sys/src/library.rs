@@ -70,6 +70,8 @@ pub type NrtGetTensorFromTensorSet =
 pub type NrtGetStatusAsStr = unsafe extern "C" fn(NrtStatus) -> *const c_char;
 /// Switchyard emulator extension: live objects of a kind (0 tensors, 1 models, 2 tensor sets).
 pub type EmuLiveObjects = unsafe extern "C" fn(u32) -> u64;
+/// `switchyard_emu_transferred_bytes(direction)` (emulator only): 0 host to device, 1 back.
+pub type EmuTransferredBytes = unsafe extern "C" fn(u32) -> u64;
 /// Switchyard emulator extension: replace the fault-injection plan (the `SWITCHYARD_NRT_FAULTS`
 /// syntax; an empty string clears it).
 pub type EmuSetFaults = unsafe extern "C" fn(*const c_char) -> NrtStatus;
@@ -134,6 +136,8 @@ pub struct Optional {
     pub get_status_as_str: Option<NrtGetStatusAsStr>,
     /// Switchyard emulator: live object counts.
     pub emu_live_objects: Option<EmuLiveObjects>,
+    /// Switchyard emulator: bytes copied across the host boundary.
+    pub emu_transferred_bytes: Option<EmuTransferredBytes>,
     /// Switchyard emulator: fault injection.
     pub emu_set_faults: Option<EmuSetFaults>,
 }
@@ -296,6 +300,7 @@ impl NrtLibrary {
             tensor_allocate_slice: symbol(&lib, &["nrt_tensor_allocate_slice"]),
             get_status_as_str: symbol(&lib, &["nrt_get_status_as_str"]),
             emu_live_objects: symbol(&lib, &["switchyard_emu_live_objects"]),
+            emu_transferred_bytes: symbol(&lib, &["switchyard_emu_transferred_bytes"]),
             emu_set_faults: symbol(&lib, &["switchyard_emu_set_faults"]),
         };
         Ok(NrtLibrary {
