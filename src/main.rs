@@ -25,7 +25,7 @@ enum Command {
     /// Run the conformance suite (every op and composite graphs against the reference
     /// interpreter) on a device.
     Conformance {
-        /// The device: cpu, cuda:N.
+        /// The device: cpu, cuda:N, neuron:N.
         #[arg(long, default_value = "cpu")]
         device: String,
     },
@@ -59,6 +59,12 @@ fn main() {
         Command::Quantize(args) => cli::quantize::run(args),
     };
     if let Err(e) = result {
+        // A reader that went away (`switchyard ... | head`) is not an error worth a message.
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            std::process::exit(0);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

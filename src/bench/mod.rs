@@ -22,7 +22,7 @@ pub use plot::svg;
 pub use prices::{usd_per_million_tokens, DevicePrice, Instance, PriceTable, SHIPPED_PRICES};
 pub use stats::{percentile, Summary};
 
-use crate::models::{argmax, Engine, EngineOptions, Model};
+use crate::models::{argmax, Engine, EngineOptions, Model, Shapes};
 use crate::{AnyDevice, DType, Device, DeviceInfo};
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -71,6 +71,10 @@ pub struct BenchOptions {
     pub warmup: usize,
     /// Compute dtype (default: the engine's choice per device).
     pub dtype: Option<DType>,
+    /// Static-shape devices: tokens per prefill call (default: the engine's).
+    pub prefill_chunk: Option<usize>,
+    /// Static-shape devices: KV buckets (default: the engine's; the run's context is added).
+    pub kv_buckets: Option<Vec<usize>>,
     /// Prices.
     pub prices: PriceTable,
     /// The instance the run is on, for prices from the table.
@@ -91,6 +95,8 @@ impl Default for BenchOptions {
             repetitions: 5,
             warmup: 1,
             dtype: None,
+            prefill_chunk: None,
+            kv_buckets: None,
             prices: PriceTable::shipped(),
             instance: None,
             price_overrides: Vec::new(),
@@ -166,6 +172,12 @@ pub struct DeviceRun {
     pub load_s: f64,
     /// Graphs compiled.
     pub compile_s: f64,
+    /// Latency of the very first call after compiling (the first test's first warm-up run:
+    /// the whole prompt for a `pp` test, the first token for a `tg` test), kept apart from the
+    /// steady-state figures.
+    pub first_call_s: Option<f64>,
+    /// Static-shape devices: the prefill chunk, KV buckets and executables compiled.
+    pub static_shapes: Option<String>,
     /// Bytes of weights on the device.
     pub weight_bytes: usize,
     /// Peak resident memory of this process after the device's tests.
@@ -365,6 +377,8 @@ pub fn run(
             dtype: None,
             load_s: 0.0,
             compile_s: 0.0,
+            first_call_s: None,
+            static_shapes: None,
             weight_bytes: 0,
             peak_host_bytes: None,
             device_memory_bytes: None,
@@ -396,6 +410,8 @@ pub fn run(
             &EngineOptions {
                 dtype: options.dtype,
                 max_context: Some(max_size),
+                prefill_chunk: options.prefill_chunk,
+                kv_buckets: options.kv_buckets.clone(),
             },
         ) {
             Ok(e) => e,
@@ -411,6 +427,17 @@ pub fn run(
         run.dtype = Some(engine.dtype().name().to_string());
         run.load_s = engine.load_time().as_secs_f64();
         run.compile_s = engine.compile_time().as_secs_f64();
+        if let Shapes::Static { chunk, buckets } = engine.shapes() {
+            run.static_shapes = Some(format!(
+                "prefill chunk {chunk}, KV buckets {}, {} executables",
+                buckets
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                engine.shapes().executables()
+            ));
+        }
         run.weight_bytes = engine.weight_bytes();
         if !info.emulated {
             run.bandwidth = match info.peak_bandwidth {
@@ -539,6 +566,13 @@ pub fn run(
                 samples,
             });
         }
+        run.first_call_s = run.results.first().and_then(|r| {
+            let s = r.samples.first()?;
+            match r.test {
+                Test::Pp(_) => Some(s.seconds),
+                Test::Tg(_) => s.token_latencies_s.first().copied(),
+            }
+        });
         run.peak_host_bytes = peak_host_memory();
         run.device_memory_bytes = engine.device().memory_in_use();
         run.info = Some(info);

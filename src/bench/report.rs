@@ -1,6 +1,6 @@
 //! Benchmark output: a markdown table to paste, and csv / json / jsonl with every sample.
 
-use super::{BenchReport, DeviceRun, Test, TestResult};
+use super::{BenchReport, DeviceRun, Test};
 use serde_json::json;
 use std::fmt::Write;
 
@@ -91,6 +91,9 @@ impl BenchReport {
             );
             if let Some(first) = first_call(run) {
                 let _ = write!(s, ", first call {first}");
+            }
+            if let Some(shapes) = &run.static_shapes {
+                let _ = write!(s, ", {shapes}");
             }
             if let Some(b) = run.peak_host_bytes {
                 let _ = write!(s, ", peak host memory {}", gib(b));
@@ -207,13 +210,9 @@ fn csv_field(s: &str) -> String {
 /// The first (warm-up) call's latency: the first prefill if there is a pp test, else the first
 /// token of the first tg test.
 fn first_call(run: &DeviceRun) -> Option<String> {
-    let first: &TestResult = run.results.first()?;
-    let s = first.samples.first()?;
-    match first.test {
-        Test::Pp(n) => Some(format!("{} ms (pp{n})", ms(s.seconds))),
-        Test::Tg(_) => s
-            .token_latencies_s
-            .first()
-            .map(|t| format!("{} ms (first token)", ms(*t))),
+    let first = run.first_call_s?;
+    match run.results.first()?.test {
+        Test::Pp(n) => Some(format!("{} ms (pp{n})", ms(first))),
+        Test::Tg(_) => Some(format!("{} ms (first token)", ms(first))),
     }
 }

@@ -57,6 +57,13 @@ pub struct BenchArgs {
     /// Compute dtype: f32, f16 or bf16 (default: f32 on the CPU).
     #[arg(long)]
     dtype: Option<String>,
+    /// Static-shape devices (neuron): tokens per prefill call (default 128).
+    #[arg(long)]
+    prefill_chunk: Option<usize>,
+    /// Static-shape devices (neuron): attended KV lengths to compile, comma-separated
+    /// (default 512, 2048, ... up to the run's context, which is always added).
+    #[arg(long, value_delimiter = ',')]
+    buckets: Option<Vec<usize>>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "md")]
     output: Output,
@@ -122,6 +129,8 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         repetitions: a.repetitions,
         warmup: a.warmup,
         dtype,
+        prefill_chunk: a.prefill_chunk,
+        kv_buckets: a.buckets.clone(),
         prices,
         instance: a.instance.clone(),
         price_overrides,
@@ -147,7 +156,7 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         Output::Json => report.json() + "\n",
         Output::Jsonl => report.jsonl(),
     };
-    print!("{text}");
+    std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
     if switchyard::candle::profile::enabled() {
         eprintln!(
             "per-op time (SWITCHYARD_PROFILE), all devices and runs:\n{}",

@@ -77,6 +77,13 @@ pub struct GenerateArgs {
     /// KV-cache length (default: the model's maximum, capped at 4096).
     #[arg(long)]
     max_context: Option<usize>,
+    /// Static-shape devices (neuron): tokens per prefill call (default 128).
+    #[arg(long)]
+    prefill_chunk: Option<usize>,
+    /// Static-shape devices (neuron): attended KV lengths to compile, comma-separated
+    /// (default 512, 2048, ... up to the context, which is always added).
+    #[arg(long, value_delimiter = ',')]
+    buckets: Option<Vec<usize>>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -180,6 +187,8 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         &EngineOptions {
             dtype,
             max_context: a.max_context,
+            prefill_chunk: a.prefill_chunk,
+            kv_buckets: a.buckets.clone(),
         },
     )?;
     let load_ms = load_start.elapsed().as_secs_f64() * 1e3;

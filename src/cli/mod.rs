@@ -5,14 +5,16 @@ pub mod generate;
 pub mod quantize;
 
 use anyhow::{bail, Result};
+use std::io::Write;
 use switchyard::{AnyDevice, Device};
 
 /// `switchyard devices`.
 pub fn devices() -> Result<()> {
+    let mut out = std::io::stdout().lock();
     for status in AnyDevice::probe_all() {
         match status.status {
-            Ok(info) => print!("{info}"),
-            Err(reason) => println!("{}: unavailable: {reason}", status.name),
+            Ok(info) => write!(out, "{info}")?,
+            Err(reason) => writeln!(out, "{}: unavailable: {reason}", status.name)?,
         }
     }
     Ok(())
@@ -22,7 +24,7 @@ pub fn devices() -> Result<()> {
 pub fn conformance(device: &str) -> Result<()> {
     let device = AnyDevice::open(device)?;
     let report = switchyard::runtime::conformance::run_suite(&device);
-    println!("{report}");
+    writeln!(std::io::stdout().lock(), "{report}")?;
     let failed = report.failures().len();
     if failed > 0 {
         bail!(
