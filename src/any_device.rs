@@ -19,7 +19,7 @@ use switchyard_runtime::{
 /// ```
 #[derive(Debug)]
 pub enum AnyDevice {
-    /// A candle device (CPU).
+    /// A candle device (CPU, or a GPU with the `cuda` feature).
     Candle(CandleDevice),
     /// A NeuronCore (real or emulated).
     Neuron(NeuronDevice),
@@ -89,10 +89,7 @@ impl AnyDevice {
     pub fn open(name: &str) -> Result<AnyDevice> {
         match parse(name) {
             Some(Requested::Cpu) => Ok(AnyDevice::Candle(CandleDevice::cpu())),
-            Some(Requested::Cuda(n)) => Err(Error::DeviceUnavailable {
-                device: format!("cuda:{n}"),
-                reason: "this build has no CUDA support (rebuild with `--features cuda`)".into(),
-            }),
+            Some(Requested::Cuda(n)) => CandleDevice::cuda(n).map(AnyDevice::Candle),
             Some(Requested::Neuron(n)) => NeuronDevice::open(n).map(AnyDevice::Neuron),
             None => Err(Error::UnknownDevice {
                 requested: name.to_string(),
@@ -118,6 +115,9 @@ impl AnyDevice {
                 }),
         };
         let mut out = vec![status("cpu"), status("cuda:0")];
+        for i in 1..CandleDevice::cuda_device_count() {
+            out.push(status(&format!("cuda:{i}")));
+        }
         let neuron0 = status("neuron:0");
         let visible = neuron0
             .status

@@ -1,7 +1,8 @@
 //! Every architecture against its Hugging Face `transformers` golden (made by
 //! `scripts/make_fixtures.py`), on the CPU in f32, from both config layouts: the prompt's token
 //! ids, the logits at the last prompt position (max abs error <= 1e-4) and 20 greedy tokens
-//! (identical).
+//! (identical); also through candle's own kernels only (`CandleDevice::cpu_portable`, the path
+//! CUDA takes).
 
 use serde_json::Value;
 use std::path::PathBuf;
@@ -66,6 +67,16 @@ fn both_config_layouts_parse_to_the_same_config() {
 
 #[test]
 fn every_architecture_matches_its_golden_on_cpu() {
+    goldens_on(CandleDevice::cpu);
+}
+
+/// The same goldens through candle's own kernels only: the path CUDA devices take.
+#[test]
+fn every_architecture_matches_its_golden_on_the_portable_path() {
+    goldens_on(CandleDevice::cpu_portable);
+}
+
+fn goldens_on(device: fn() -> CandleDevice) {
     let mut report = Vec::new();
     for arch in ARCHS {
         let g = golden(arch);
@@ -79,7 +90,7 @@ fn every_architecture_matches_its_golden_on_cpu() {
         for layout in ["config.json", "config.classic.json"] {
             let config = ModelConfig::from_file(&model.dir.join(layout)).unwrap();
             let engine = Engine::new(
-                CandleDevice::cpu(),
+                device(),
                 &config,
                 model.weights.as_ref(),
                 &EngineOptions::default(),
@@ -132,6 +143,16 @@ fn every_architecture_matches_its_golden_on_cpu() {
 /// amplifies rounding; the bounds are about twice the worst error measured.
 #[test]
 fn half_precision_compute_stays_close_to_the_f32_golden() {
+    half_precision_on(CandleDevice::cpu);
+}
+
+/// Half precision through candle's own kernels (bf16 is the GPU default).
+#[test]
+fn half_precision_on_the_portable_path_stays_close_to_the_f32_golden() {
+    half_precision_on(CandleDevice::cpu_portable);
+}
+
+fn half_precision_on(device: fn() -> CandleDevice) {
     use switchyard_runtime::DType;
     for (dtype, bound) in [(DType::F16, 0.02f32), (DType::BF16, 0.10)] {
         for arch in ARCHS {
@@ -141,13 +162,8 @@ fn half_precision_compute_stays_close_to_the_f32_golden() {
                 dtype: Some(dtype),
                 ..Default::default()
             };
-            let engine = Engine::new(
-                CandleDevice::cpu(),
-                &model.config,
-                model.weights.as_ref(),
-                &opts,
-            )
-            .unwrap();
+            let engine =
+                Engine::new(device(), &model.config, model.weights.as_ref(), &opts).unwrap();
             let mut session = engine.new_session().unwrap();
             let logits = engine.prefill(&mut session, &g.prompt_ids).unwrap();
             let scale = g.logits.iter().map(|x| x.abs()).fold(0f32, f32::max);

@@ -25,13 +25,25 @@ pub enum CandleBuffer {
     },
     /// An f32 weight laid out for the CPU matmul kernels (see [`PackedMatrix`]).
     Packed(Arc<PackedMatrix>),
+    /// A small integer tensor from the host (token ids, positions) whose values are kept on the
+    /// host too, so the ops that need them there (gather bounds, the KV-write offset) never read
+    /// a GPU back mid-graph.
+    Indices {
+        /// The tensor on the device.
+        tensor: Tensor,
+        /// Its values, row-major.
+        values: Arc<[i64]>,
+    },
 }
+
+/// Integer tensors up to this many elements are uploaded as [`CandleBuffer::Indices`].
+pub(crate) const MAX_INDICES: usize = 4096;
 
 impl CandleBuffer {
     /// The plain tensor, or an error naming `what` for quantized weights.
     pub fn tensor(&self, what: &str) -> Result<&Tensor> {
         match self {
-            CandleBuffer::Tensor(t) => Ok(t),
+            CandleBuffer::Tensor(t) | CandleBuffer::Indices { tensor: t, .. } => Ok(t),
             CandleBuffer::Quantized { dtype, .. } => Err(Error::Unsupported {
                 device: "candle".into(),
                 what: format!("a {dtype} tensor as {what} (quantized tensors are matmul and gather weights only)"),
@@ -47,7 +59,9 @@ impl CandleBuffer {
 impl DeviceBuffer for CandleBuffer {
     fn dtype(&self) -> DType {
         match self {
-            CandleBuffer::Tensor(t) => from_candle_dtype(t.dtype()).unwrap_or(DType::F32),
+            CandleBuffer::Tensor(t) | CandleBuffer::Indices { tensor: t, .. } => {
+                from_candle_dtype(t.dtype()).unwrap_or(DType::F32)
+            }
             CandleBuffer::Quantized { dtype, .. } => *dtype,
             CandleBuffer::Packed(_) => DType::F32,
         }
@@ -55,7 +69,7 @@ impl DeviceBuffer for CandleBuffer {
 
     fn dims(&self) -> &[usize] {
         match self {
-            CandleBuffer::Tensor(t) => t.dims(),
+            CandleBuffer::Tensor(t) | CandleBuffer::Indices { tensor: t, .. } => t.dims(),
             CandleBuffer::Quantized { dims, .. } => dims,
             CandleBuffer::Packed(p) => p.dims(),
         }
@@ -116,6 +130,12 @@ pub(crate) fn upload(device: &CDevice, name: &str, host: &HostTensor) -> Result<
     let err = |e| backend_err(name, "upload", e);
     if let Some(d) = to_candle_dtype(host.dtype()) {
         let t = Tensor::from_raw_buffer(host.as_bytes(), d, host.dims(), device).map_err(err)?;
+        if host.dtype().is_int() && host.numel() <= MAX_INDICES {
+            return Ok(CandleBuffer::Indices {
+                tensor: t,
+                values: host.to_i64_vec()?.into(),
+            });
+        }
         return Ok(CandleBuffer::Tensor(t));
     }
     let g = to_ggml_dtype(host.dtype()).expect("every dtype is plain or quantized");
@@ -146,7 +166,7 @@ pub(crate) fn upload(device: &CDevice, name: &str, host: &HostTensor) -> Result<
 pub(crate) fn download(name: &str, buffer: &CandleBuffer) -> Result<HostTensor> {
     let err = |e| backend_err(name, "download", e);
     match buffer {
-        CandleBuffer::Tensor(t) => {
+        CandleBuffer::Tensor(t) | CandleBuffer::Indices { tensor: t, .. } => {
             let dtype = from_candle_dtype(t.dtype()).ok_or_else(|| {
                 Error::backend(name, format!("unsupported dtype {:?}", t.dtype()))
             })?;

@@ -1,4 +1,4 @@
-//! The candle device: CPU (and CUDA behind the `cuda` feature) through candle's kernels.
+//! The candle device: CPU, and NVIDIA GPUs behind the `cuda` feature, through candle's kernels.
 
 use crate::buffer::{self, to_candle_dtype, CandleBuffer};
 use crate::cpu::packed::PackedMatrix;
@@ -20,9 +20,11 @@ use switchyard_runtime::{
 pub struct CandleDevice {
     device: CDevice,
     info: DeviceInfo,
+    /// Whether the CPU kernels of `crate::cpu` may replace candle's (only on the CPU).
+    cpu_kernels: bool,
 }
 
-const PLAIN: [DType; 7] = [
+pub(crate) const PLAIN: [DType; 7] = [
     DType::F32,
     DType::F16,
     DType::BF16,
@@ -32,7 +34,7 @@ const PLAIN: [DType; 7] = [
     DType::U8,
 ];
 
-const QUANTIZED: [DType; 10] = [
+pub(crate) const QUANTIZED: [DType; 10] = [
     DType::Q4_0,
     DType::Q4_1,
     DType::Q5_0,
@@ -57,6 +59,7 @@ impl CandleDevice {
         let cpu = crate::cpu_info::describe();
         CandleDevice {
             device: CDevice::Cpu,
+            cpu_kernels: true,
             info: DeviceInfo {
                 name: "cpu".into(),
                 description: cpu.description,
@@ -71,6 +74,35 @@ impl CandleDevice {
                 details: cpu.details,
             },
         }
+    }
+
+    /// GPU `ordinal` (`cuda:N`) through candle's CUDA kernels: the same graph compiler as the
+    /// CPU. In a build without the `cuda` feature, or on a machine without an NVIDIA driver or
+    /// GPU, an [`Error::DeviceUnavailable`] that says which.
+    pub fn cuda(ordinal: usize) -> Result<Self> {
+        let (device, info) = crate::cuda::open(ordinal)?;
+        Ok(CandleDevice {
+            device,
+            info,
+            cpu_kernels: false,
+        })
+    }
+
+    /// The CPU through candle's own kernels only, without the CPU kernels of this crate: the
+    /// code path every other candle device (CUDA) takes, so tests on a machine without a GPU
+    /// cover it. Shown as `cpu` with `kernels: candle only`.
+    pub fn cpu_portable() -> Self {
+        let mut d = CandleDevice::cpu();
+        d.cpu_kernels = false;
+        d.info
+            .details
+            .push(("kernels".into(), "candle only (the portable path)".into()));
+        d
+    }
+
+    /// GPUs the CUDA driver sees (0 without the `cuda` feature or a driver).
+    pub fn cuda_device_count() -> usize {
+        crate::cuda::device_count()
     }
 
     /// The underlying candle device.
@@ -115,7 +147,7 @@ impl Device for CandleDevice {
         let mut out = Vec::with_capacity(plans.len());
         for (i, plan) in plans.iter().enumerate() {
             let host = fetch(i)?;
-            let packable = self.device.is_cpu()
+            let packable = self.cpu_kernels
                 && crate::cpu::gemm::available()
                 && host.dtype() == DType::F32
                 && host.dims().len() == 2
@@ -136,7 +168,7 @@ impl Device for CandleDevice {
     }
 
     fn compile(&self, graph: &Graph, _options: &CompileOptions) -> Result<CandleExecutable> {
-        CandleExecutable::compile(&self.device, &self.info.name, graph)
+        CandleExecutable::compile(&self.device, &self.info.name, graph, self.cpu_kernels)
     }
 
     fn execute(

@@ -22,10 +22,17 @@ pub struct CandleExecutable {
     last_use: Vec<usize>,
     /// Nodes whose value is a state buffer updated in place (outputs of those are copied).
     aliases_state: Vec<bool>,
+    /// Whether the CPU kernels of `crate::cpu` may replace candle's.
+    cpu_kernels: bool,
 }
 
 impl CandleExecutable {
-    pub(crate) fn compile(device: &CDevice, name: &str, graph: &Graph) -> Result<Self> {
+    pub(crate) fn compile(
+        device: &CDevice,
+        name: &str,
+        graph: &Graph,
+        cpu_kernels: bool,
+    ) -> Result<Self> {
         let mut constants = Vec::with_capacity(graph.nodes().len());
         let mut aliases_state = vec![false; graph.nodes().len()];
         for (i, node) in graph.nodes().iter().enumerate() {
@@ -44,6 +51,7 @@ impl CandleExecutable {
             graph: Arc::new(graph.clone()),
             constants,
             aliases_state,
+            cpu_kernels: cpu_kernels && device.is_cpu(),
         })
     }
 
@@ -59,6 +67,12 @@ impl CandleExecutable {
         mut args: ExecuteArgs<'_, CandleBuffer>,
     ) -> Result<Vec<CandleBuffer>> {
         let bound = bind_args(&self.signature, &args)?;
+        // State may change in place, so host copies of its values would go stale: drop them.
+        for (_, buf) in args.state_mut().iter_mut() {
+            if let CandleBuffer::Indices { tensor, .. } = &**buf {
+                **buf = CandleBuffer::Tensor(tensor.clone());
+            }
+        }
         let nodes = self.graph.nodes();
         let mut values: Vec<Option<CandleBuffer>> = vec![None; nodes.len()];
         for (pid, src) in self.graph.params().iter().zip(&bound.sources) {
@@ -80,14 +94,20 @@ impl CandleExecutable {
                         .map(|id| values[id.index()].as_ref().expect("operands precede users"))
                         .collect();
                     let started = profile::enabled().then(std::time::Instant::now);
-                    let v = ops::eval(op, &operands, &out, node.spec.dtype, device).map_err(
-                        |e| match e {
-                            EvalError::Invalid(message) => Error::exec(op.name(), message),
-                            EvalError::Candle(e) => {
-                                backend_err(name, &format!("node %{i} ({})", op.name()), e)
-                            }
-                        },
-                    )?;
+                    let v = ops::eval(
+                        op,
+                        &operands,
+                        &out,
+                        node.spec.dtype,
+                        device,
+                        self.cpu_kernels,
+                    )
+                    .map_err(|e| match e {
+                        EvalError::Invalid(message) => Error::exec(op.name(), message),
+                        EvalError::Candle(e) => {
+                            backend_err(name, &format!("node %{i} ({})", op.name()), e)
+                        }
+                    })?;
                     if let Some(t) = started {
                         profile::record(op.name(), t.elapsed());
                     }

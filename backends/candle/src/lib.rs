@@ -1,6 +1,7 @@
 //! # switchyard-candle
 //!
-//! Switchyard's candle backend. [`CandleDevice`] implements the
+//! Switchyard's candle backend. [`CandleDevice`] (the CPU, or an NVIDIA GPU with the `cuda`
+//! feature: [`CandleDevice::cuda`]) implements the
 //! [`Device`](switchyard_runtime::Device) trait by compiling a graph into a
 //! [`CandleExecutable`]: the graph's nodes as candle calls, using candle-nn's fused kernels
 //! (RMSNorm, LayerNorm, rotary embeddings, softmax) and candle's quantized matmul for GGUF weight
@@ -26,6 +27,7 @@
 mod buffer;
 mod cpu;
 mod cpu_info;
+mod cuda;
 mod device;
 mod executable;
 mod ops;
@@ -34,4 +36,7 @@ pub mod profile;
 pub use buffer::{from_candle_dtype, to_candle_dtype, to_ggml_dtype, CandleBuffer};
 pub use cpu::packed::PackedMatrix;
 pub use device::CandleDevice;
+/// A GPU device (`cuda:N`) is a [`CandleDevice`] opened with [`CandleDevice::cuda`]: the same graph
+/// compiler as the CPU over candle's CUDA tensors.
+pub type CudaDevice = CandleDevice;
 pub use executable::CandleExecutable;

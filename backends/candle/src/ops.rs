@@ -8,7 +8,7 @@ use switchyard_runtime::{
 
 fn t(b: &CandleBuffer) -> Result<&Tensor> {
     match b {
-        CandleBuffer::Tensor(t) => Ok(t),
+        CandleBuffer::Tensor(t) | CandleBuffer::Indices { tensor: t, .. } => Ok(t),
         CandleBuffer::Quantized { dtype, .. } => {
             candle_core::bail!("a {dtype} weight can only be a matmul or gather operand")
         }
@@ -22,9 +22,50 @@ fn cdtype(d: DType) -> Result<CDType> {
     to_candle_dtype(d).ok_or_else(|| candle_core::Error::Msg(format!("{d} is not a plain dtype")))
 }
 
-/// Reads a small integer tensor (ids, positions) to the host.
-fn host_ints(x: &Tensor) -> Result<Vec<i64>> {
-    x.to_dtype(CDType::I64)?.flatten_all()?.to_vec1::<i64>()
+/// The values of a small integer tensor (ids, positions): kept from the upload when it came from
+/// the host, else read back.
+fn ints(b: &CandleBuffer) -> Result<std::borrow::Cow<'_, [i64]>> {
+    match b {
+        CandleBuffer::Indices { values, .. } => Ok(std::borrow::Cow::Borrowed(values)),
+        other => Ok(std::borrow::Cow::Owned({
+            crate::profile::count_host_read();
+            t(other)?
+                .to_dtype(CDType::I64)?
+                .flatten_all()?
+                .to_vec1::<i64>()?
+        })),
+    }
+}
+
+/// The host values of `op`'s result when it only rearranges integer values the host already
+/// has (a slice, reshape or integer cast of an [`CandleBuffer::Indices`]).
+fn derived_indices(op: &Op, x: &[&CandleBuffer], out: &[usize]) -> Option<std::sync::Arc<[i64]>> {
+    let CandleBuffer::Indices { values, tensor } = x.first()? else {
+        return None;
+    };
+    match op {
+        Op::Reshape { .. } => Some(values.clone()),
+        Op::Cast { dtype: DType::I64 } => Some(values.clone()),
+        Op::Cast { dtype: DType::I32 } if values.iter().all(|&v| i32::try_from(v).is_ok()) => {
+            Some(values.clone())
+        }
+        Op::Cast { dtype: DType::U32 } if values.iter().all(|&v| u32::try_from(v).is_ok()) => {
+            Some(values.clone())
+        }
+        Op::Slice { axis, start, .. } => {
+            let dims = tensor.dims();
+            let inner: usize = dims[axis + 1..].iter().product();
+            let (len, full) = (out[*axis], dims[*axis]);
+            let outer: usize = dims[..*axis].iter().product();
+            let mut v = Vec::with_capacity(outer * len * inner);
+            for o in 0..outer {
+                let base = (o * full + start) * inner;
+                v.extend_from_slice(&values[base..base + len * inner]);
+            }
+            Some(v.into())
+        }
+        _ => None,
+    }
 }
 
 /// Why an op failed: values the caller gave that the op cannot take, or candle itself.
@@ -42,12 +83,14 @@ impl From<candle_core::Error> for EvalError {
 }
 
 /// Evaluates `op` on `x`; `out` is the result's concrete dims and `dtype` its dtype.
+/// `cpu_kernels`: the CPU kernels of [`crate::cpu`] may replace candle's.
 pub(crate) fn eval(
     op: &Op,
     x: &[&CandleBuffer],
     out: &[usize],
     dtype: DType,
     dev: &CDevice,
+    cpu_kernels: bool,
 ) -> std::result::Result<CandleBuffer, EvalError> {
     let r = match op {
         Op::Parameter { .. } | Op::Constant { .. } => {
@@ -56,7 +99,7 @@ pub(crate) fn eval(
         Op::Iota { .. } => Tensor::arange(0i64, out[0] as i64, dev)?.to_dtype(cdtype(dtype)?)?,
         Op::Gather => {
             let ids = t(x[1])?;
-            let idv = host_ints(ids)?;
+            let idv = ints(x[1])?;
             let rows = x[0].dims()[0];
             if let Some(bad) = idv.iter().find(|&&i| i < 0 || i as usize >= rows) {
                 return Err(EvalError::Invalid(format!(
@@ -64,7 +107,7 @@ pub(crate) fn eval(
                 )));
             }
             match x[0] {
-                CandleBuffer::Tensor(table) => {
+                CandleBuffer::Tensor(table) | CandleBuffer::Indices { tensor: table, .. } => {
                     let flat = ids.flatten_all()?.to_dtype(CDType::U32)?;
                     table.index_select(&flat, 0)?.reshape(out)?
                 }
@@ -91,13 +134,15 @@ pub(crate) fn eval(
                     }
                     packed_matmul(a, p, out)?
                 }
-                CandleBuffer::Tensor(b) => match cpu_matmul_nt(a, b, *transpose_rhs, out)? {
-                    Some(y) => y,
-                    None => {
-                        let b = if *transpose_rhs { b.t()? } else { b.clone() };
-                        a.broadcast_matmul(&b)?
+                CandleBuffer::Tensor(b) | CandleBuffer::Indices { tensor: b, .. } => {
+                    match cpu_matmul_nt(a, b, *transpose_rhs, out)? {
+                        Some(y) => y,
+                        None => {
+                            let b = if *transpose_rhs { b.t()? } else { b.clone() };
+                            a.broadcast_matmul(&b)?
+                        }
                     }
-                },
+                }
             }
         }
         Op::Binary(op) => {
@@ -107,7 +152,7 @@ pub(crate) fn eval(
                 BinaryOp::Sub => a.broadcast_sub(b)?,
                 BinaryOp::Mul => a.broadcast_mul(b)?,
                 BinaryOp::Div => {
-                    if dtype.is_int() && host_ints(b)?.contains(&0) {
+                    if dtype.is_int() && ints(x[1])?.contains(&0) {
                         return Err(EvalError::Invalid("integer division by zero".into()));
                     }
                     a.broadcast_div(b)?
@@ -142,7 +187,11 @@ pub(crate) fn eval(
                 UnaryOp::Sin => a.sin()?,
                 UnaryOp::Cos => a.cos()?,
                 UnaryOp::Sigmoid => candle_nn::ops::sigmoid(a)?,
-                UnaryOp::Silu => match crate::cpu::activation::silu(a)? {
+                UnaryOp::Silu => match cpu_kernels
+                    .then(|| crate::cpu::activation::silu(a))
+                    .transpose()?
+                    .flatten()
+                {
                     Some(y) => y,
                     None => a.silu()?,
                 },
@@ -185,7 +234,7 @@ pub(crate) fn eval(
         Op::KvWrite { axis } => {
             let cache = t(x[0])?;
             let new = t(x[1])?.contiguous()?;
-            let pos = host_ints(t(x[2])?)?[0];
+            let pos = ints(x[2])?[0];
             let (n, cap) = (new.dim(*axis)?, cache.dim(*axis)?);
             if pos < 0 || pos as usize + n > cap {
                 return Err(EvalError::Invalid(format!(
@@ -197,9 +246,17 @@ pub(crate) fn eval(
             cache.clone()
         }
         Op::Argmax => t(x[0])?.argmax(D::Minus1)?,
-        Op::Attention(attrs) => attention(t(x[0])?, t(x[1])?, t(x[2])?, t(x[3])?, attrs, dev)?,
+        Op::Attention(attrs) => {
+            // Query positions on the host: kept from the upload (no read back on a GPU).
+            let positions = ints(x[3])?;
+            let (q, k, v, q_pos) = (t(x[0])?, t(x[1])?, t(x[2])?, t(x[3])?);
+            attention(q, k, v, q_pos, &positions, attrs, dev, cpu_kernels)?
+        }
     };
-    Ok(CandleBuffer::Tensor(r))
+    Ok(match derived_indices(op, x, out) {
+        Some(values) => CandleBuffer::Indices { tensor: r, values },
+        None => CandleBuffer::Tensor(r),
+    })
 }
 
 fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor> {
@@ -306,25 +363,24 @@ fn cpu_matmul_nt(
 }
 
 /// Attention as candle calls, following the IR's decomposition: grouped heads by reshaping q,
-/// scores, soft-cap, position masks, softmax, weighted sum of v.
+/// scores, soft-cap, position masks, softmax, weighted sum of v. `positions` are the query
+/// positions (the values of `q_pos`), known on the host.
+#[allow(clippy::too_many_arguments)]
 fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     q_pos: &Tensor,
+    positions: &[i64],
     a: &AttentionAttrs,
     dev: &CDevice,
+    cpu_kernels: bool,
 ) -> Result<Tensor> {
-    let positions = if dev.is_cpu() {
-        host_ints(q_pos)?
-    } else {
-        Vec::new()
-    };
-    if dev.is_cpu() {
-        if let Some(out) = crate::cpu::attention::try_flash(q, k, v, &positions, a)? {
+    if cpu_kernels {
+        if let Some(out) = crate::cpu::attention::try_flash(q, k, v, positions, a)? {
             return Ok(out);
         }
-        if let Some(out) = crate::cpu::attention::blocked(q, k, v, &positions, a)? {
+        if let Some(out) = crate::cpu::attention::blocked(q, k, v, positions, a)? {
             return Ok(out);
         }
     }
@@ -334,8 +390,8 @@ fn attention(
     let g = hq / hkv;
     let q = q.contiguous()?.reshape((b, hkv, g * tq, d))?;
     let raw = q.matmul(&k.t()?)?;
-    if dev.is_cpu() {
-        if let Some(probs) = crate::cpu::attention::masked_softmax(&raw, tq, &positions, a)? {
+    if cpu_kernels {
+        if let Some(probs) = crate::cpu::attention::masked_softmax(&raw, tq, positions, a)? {
             return probs.matmul(v)?.reshape((b, hq, tq, dv));
         }
     }
@@ -346,7 +402,12 @@ fn attention(
             .tanh()?
             .affine(cap as f64, 0.0)?;
     }
-    if a.causal || a.window.is_some() {
+    // One query that sees every key (a decode step attending exactly its cache) needs no mask.
+    let sees_all = tq == 1
+        && positions.len() == 1
+        && (!a.causal || positions[0] + 1 >= tk as i64)
+        && a.window.is_none_or(|w| w as i64 > positions[0]);
+    if (a.causal || a.window.is_some()) && !sees_all {
         let qp = q_pos.to_dtype(CDType::F32)?.reshape((tq, 1))?;
         let kp = Tensor::arange(0u32, tk as u32, dev)?
             .to_dtype(CDType::F32)?

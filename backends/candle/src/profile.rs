@@ -1,4 +1,5 @@
-//! Opt-in per-op timings (`SWITCHYARD_PROFILE=1`): where a graph's time goes, by op kind.
+//! Opt-in per-op timings (`SWITCHYARD_PROFILE=1`): where a graph's time goes, by op kind; and a
+//! count of the values ops had to read back from the device mid-graph (always on).
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
@@ -7,6 +8,19 @@ use std::time::Duration;
 fn enabled_flag() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var("SWITCHYARD_PROFILE").is_ok_and(|v| !v.is_empty() && v != "0"))
+}
+
+static HOST_READS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Integer tensors ops have read back from the device to the host mid-graph (ids to check,
+/// offsets to write at) since the process started. Inputs from the host carry their values, so
+/// an engine's steps add none; on a GPU each read would stall the stream.
+pub fn host_reads() -> u64 {
+    HOST_READS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+pub(crate) fn count_host_read() {
+    HOST_READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 static TOTALS: Mutex<BTreeMap<&'static str, (u64, Duration)>> = Mutex::new(BTreeMap::new());

@@ -6,7 +6,17 @@ use switchyard_runtime::conformance::run_suite;
 
 #[test]
 fn cpu_passes_the_conformance_suite() {
-    let report = run_suite(&CandleDevice::cpu());
+    suite_on(CandleDevice::cpu());
+}
+
+/// Candle's own kernels only: the op path CUDA devices take, checked here without a GPU.
+#[test]
+fn the_portable_path_passes_the_conformance_suite() {
+    suite_on(CandleDevice::cpu_portable());
+}
+
+fn suite_on(device: CandleDevice) {
+    let report = run_suite(&device);
     println!("{report}");
     let failures = report.failures();
     assert!(
