@@ -1,9 +1,13 @@
 //! Converting weights to GGUF storage types with candle's quantizers (llama.cpp's block formats).
 
 use crate::candle::to_ggml_dtype;
-use crate::models::{gguf::export_gguf, Model, ModelError};
+use crate::models::{
+    build_graph, gguf::export_gguf, Entry, GraphOptions, Model, ModelError, WeightSource,
+};
 use crate::{DType, HostTensor};
+use std::collections::HashMap;
 use std::path::Path;
+use switchyard_runtime::{ParamKind, WeightUse};
 
 /// The type a tensor of `cols` columns is stored in when `want` is asked for: k-quants need
 /// rows of whole 256-element super-blocks, so narrower matrices fall back to the nearest
@@ -61,4 +65,99 @@ pub fn quantize_to_gguf(model: &Model, to: DType, out: &Path) -> Result<(), Mode
         },
         out,
     )
+}
+
+/// A model's weights quantized as the engine reads them (`--quantize`): every matrix the graphs
+/// use only as a transposed matmul operand or an embedding table is stored as the requested
+/// type (falling back as [`storage_type`] does for narrow rows); norms and biases stay as they
+/// are. Nothing is quantized before the engine asks for the tensor.
+pub struct QuantizedWeights {
+    inner: Box<dyn WeightSource>,
+    /// Weight name to its stored type.
+    plan: HashMap<String, DType>,
+}
+
+impl QuantizedWeights {
+    /// Wraps `model`'s weights so its matrices are quantized to `to` on load.
+    pub fn wrap(model: Model, to: DType) -> Result<Model, ModelError> {
+        if !to.is_quantized() {
+            return Err(ModelError::InvalidOption {
+                option: "--quantize",
+                message: format!(
+                    "{to} is not a block-quantized type (q8_0, q4_k, q6_k, q4_0, ...)"
+                ),
+            });
+        }
+        let graph = build_graph(
+            &model.config,
+            &GraphOptions {
+                entry: Entry::Decode,
+                compute: DType::F32,
+                cache_len: 1,
+                quantized: Default::default(),
+            },
+        )?;
+        let mut plan = HashMap::new();
+        for p in graph.signature().params {
+            if p.kind != ParamKind::Weight {
+                continue;
+            }
+            let uses = graph.uses_of(graph.param(&p.name).expect("declared"));
+            let dims = p
+                .spec
+                .shape
+                .fixed_dims()
+                .expect("weights have fixed shapes");
+            let matrix = dims.len() == 2
+                && uses.contains(&WeightUse::MatMulTransposed)
+                && uses
+                    .iter()
+                    .all(|u| matches!(u, WeightUse::MatMulTransposed | WeightUse::Gather));
+            if matrix {
+                plan.insert(p.name, storage_type(to, dims[1]));
+            }
+        }
+        Ok(Model {
+            weights: Box::new(QuantizedWeights {
+                inner: model.weights,
+                plan,
+            }),
+            ..model
+        })
+    }
+}
+
+impl WeightSource for QuantizedWeights {
+    fn contains(&self, name: &str) -> bool {
+        self.inner.contains(name)
+    }
+
+    fn tensor(&self, name: &str) -> crate::models::Result<HostTensor> {
+        let t = self.inner.tensor(name)?;
+        match self.plan.get(name) {
+            Some(&q) if t.dtype() != q => {
+                let f = if t.dtype() == DType::F32 {
+                    t
+                } else {
+                    t.to_dtype(DType::F32)?
+                };
+                Ok(convert(&f, q)?)
+            }
+            _ => Ok(t),
+        }
+    }
+
+    fn origin(&self, name: &str) -> String {
+        match self.plan.get(name) {
+            Some(q) => format!("{} (quantized to {q} on load)", self.inner.origin(name)),
+            None => self.inner.origin(name),
+        }
+    }
+
+    fn stored_dtype(&self, name: &str) -> Option<DType> {
+        self.plan
+            .get(name)
+            .copied()
+            .or_else(|| self.inner.stored_dtype(name))
+    }
 }

@@ -101,6 +101,7 @@ impl RandomWeights {
                 entry: Entry::Prefill { max_tokens: 1 },
                 compute: DType::F32,
                 cache_len: 1,
+                quantized: Default::default(),
             },
         )?;
         let shapes = graph

@@ -449,6 +449,7 @@ impl ModelConfig {
                 entry: crate::graph::Entry::Decode,
                 compute: DType::F32,
                 cache_len: 1,
+                quantized: Default::default(),
             },
         )?;
         Ok(graph

@@ -129,6 +129,8 @@ pub struct Engine<D: Device> {
     load_time: Duration,
     compile_time: Duration,
     weight_bytes: usize,
+    /// Weights kept block-quantized, with their types.
+    quantized: std::collections::BTreeMap<String, DType>,
 }
 
 /// One conversation's state on the device: the KV cache and how many positions it holds.
@@ -180,6 +182,55 @@ fn load_weight(
             dtype: host.dtype().to_string(),
         })
     }
+}
+
+/// The weights `source` stores block-quantized, kept so on the device (which must support their
+/// types).
+fn quantized_weights(
+    config: &ModelConfig,
+    source: &dyn WeightSource,
+    compute: DType,
+    info: &switchyard_runtime::DeviceInfo,
+) -> Result<std::collections::BTreeMap<String, DType>> {
+    let probe = build_graph(
+        config,
+        &GraphOptions {
+            entry: Entry::Decode,
+            compute,
+            cache_len: 1,
+            quantized: Default::default(),
+        },
+    )?;
+    let mut out = std::collections::BTreeMap::new();
+    for p in probe.signature().params {
+        if p.kind != ParamKind::Weight {
+            continue;
+        }
+        let stored = source.stored_dtype(&checkpoint_name(source, &p.name, config.arch));
+        if let Some(q) = stored.filter(|d| d.is_quantized()) {
+            if !info.quantized.contains(&q) {
+                return Err(ModelError::InvalidOption {
+                    option: "--model",
+                    message: format!(
+                        "weight '{}' is {q}, which {} cannot compute with (it takes {})",
+                        p.name,
+                        info.display_name(),
+                        if info.quantized.is_empty() {
+                            "no block-quantized weights: use an f32/f16/bf16 model".to_string()
+                        } else {
+                            info.quantized
+                                .iter()
+                                .map(|d| d.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    ),
+                });
+            }
+            out.insert(p.name, q);
+        }
+    }
+    Ok(out)
 }
 
 /// The checkpoint name of a graph weight (GPT-2 checkpoints may prefix `transformer.`).
@@ -238,6 +289,7 @@ impl<D: Device> Engine<D> {
             Shapes::Dynamic => max_context,
             Shapes::Static { chunk, .. } => max_context + chunk,
         };
+        let quantized = quantized_weights(config, source, compute, info)?;
         let graph = |entry| {
             build_graph(
                 config,
@@ -245,6 +297,7 @@ impl<D: Device> Engine<D> {
                     entry,
                     compute,
                     cache_len,
+                    quantized: quantized.clone(),
                 },
             )
         };
@@ -328,6 +381,7 @@ impl<D: Device> Engine<D> {
             load_time,
             compile_time,
             weight_bytes,
+            quantized,
         })
     }
 
@@ -364,6 +418,21 @@ impl<D: Device> Engine<D> {
     /// Time spent compiling the graphs.
     pub fn compile_time(&self) -> Duration {
         self.compile_time
+    }
+
+    /// How the weights are stored: each type with its number of tensors, e.g. `q8_0 ×154,
+    /// f32 ×61` (block-quantized first).
+    pub fn weight_types(&self) -> String {
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for q in self.quantized.values() {
+            *counts.entry(q.to_string()).or_default() += 1;
+        }
+        let rest = self.weights.len() - self.quantized.len();
+        let mut parts: Vec<String> = counts.iter().map(|(t, n)| format!("{t} ×{n}")).collect();
+        if rest > 0 {
+            parts.push(format!("{} ×{rest}", self.compute));
+        }
+        parts.join(", ")
     }
 
     /// Bytes of weights on the device.

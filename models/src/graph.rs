@@ -44,6 +44,9 @@ pub struct GraphOptions {
     pub compute: DType,
     /// Length of the KV cache (positions written; at least the positions a session may reach).
     pub cache_len: usize,
+    /// Weights stored block-quantized, by name, with their type (matmul and gather operands
+    /// only); every other weight is in `compute`.
+    pub quantized: std::collections::BTreeMap<String, DType>,
 }
 
 /// Name of the KV-cache state of `layer` (`k` or `v`).
@@ -56,11 +59,13 @@ struct Builder<'a> {
     cfg: &'a ModelConfig,
     dt: DType,
     t: Dim,
+    quantized: &'a std::collections::BTreeMap<String, DType>,
 }
 
 impl Builder<'_> {
     fn weight(&mut self, name: &str, dims: &[usize]) -> RtResult<NodeId> {
-        self.b.weight(name, TensorSpec::new(self.dt, dims))
+        let dtype = self.quantized.get(name).copied().unwrap_or(self.dt);
+        self.b.weight(name, TensorSpec::new(dtype, dims))
     }
 
     /// `x · Wᵀ (+ b)` for a `[out, in]` weight, or `x · W (+ b)` for GPT-2's `Conv1D` `[in, out]`.
@@ -302,6 +307,7 @@ fn build(cfg: &ModelConfig, opts: &GraphOptions) -> RtResult<Graph> {
         cfg,
         dt: opts.compute,
         t: t.clone(),
+        quantized: &opts.quantized,
     };
     let (h, v) = (cfg.hidden_size, cfg.vocab_size);
     let tokens = s.b.input(

@@ -77,7 +77,8 @@ const BUILTIN_SEED: u64 = 0x5377_6974_6368_7961;
 
 impl Model {
     /// Loads a model: `builtin:NAME` (random weights with a real model's shapes, see
-    /// [`crate::BUILTIN_MODELS`]), a directory, or a Hugging Face hub id (see [`resolve_model`]).
+    /// [`crate::BUILTIN_MODELS`]), a `.gguf` file (see [`crate::gguf::load_gguf`]), a directory,
+    /// or a Hugging Face hub id (see [`resolve_model`]).
     ///
     /// ```no_run
     /// let model = switchyard_models::Model::load("tests/fixtures/llama").unwrap();
@@ -86,6 +87,19 @@ impl Model {
     pub fn load(model: &str) -> Result<Model> {
         if let Some(name) = model.strip_prefix("builtin:") {
             return Self::builtin(name);
+        }
+        let path = Path::new(model);
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        {
+            if !path.is_file() {
+                return Err(ModelError::Resolve {
+                    model: model.to_string(),
+                    message: "no such GGUF file".into(),
+                });
+            }
+            return crate::gguf::load_gguf(path);
         }
         let dir = resolve_model(model)?;
         Self::load_dir(&dir)

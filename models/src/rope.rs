@@ -25,6 +25,9 @@ pub enum RopeScaling {
         /// The context length the model was trained with.
         original_max_position_embeddings: f32,
     },
+    /// Each frequency divided by its own factor (`rotary_dim / 2` of them): how GGUF files
+    /// carry any of the schemes above (the `rope_freqs.weight` tensor).
+    Factors(Vec<f32>),
 }
 
 /// Rotary embedding parameters.
@@ -97,6 +100,21 @@ impl Rope {
         })
     }
 
+    /// Per feature pair, the divisor that turns the plain frequency into the scaled one (all 1
+    /// without scaling).
+    pub fn factors(&self) -> Vec<f32> {
+        let plain = Rope {
+            scaling: RopeScaling::None,
+            ..self.clone()
+        };
+        plain
+            .inv_freq()
+            .iter()
+            .zip(self.inv_freq())
+            .map(|(p, s)| p / s)
+            .collect()
+    }
+
     /// The rotation frequency of each feature pair (`rotary_dim / 2` values), in f32 as the
     /// reference implementation computes them.
     pub fn inv_freq(&self) -> Vec<f32> {
@@ -104,10 +122,11 @@ impl Rope {
         let base: Vec<f32> = (0..self.rotary_dim / 2)
             .map(|i| 1.0 / self.theta.powf((2 * i) as f32 / dim))
             .collect();
-        match self.scaling {
+        match &self.scaling {
             RopeScaling::None => base,
+            RopeScaling::Factors(f) => base.iter().zip(f).map(|(b, f)| b / f).collect(),
             RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
-            RopeScaling::Llama3 {
+            &RopeScaling::Llama3 {
                 factor,
                 low_freq_factor,
                 high_freq_factor,

@@ -28,6 +28,24 @@ impl Tokenizer {
         })
     }
 
+    /// Wraps an already built tokenizer; `file` is where it came from, for messages.
+    pub(crate) fn from_inner(inner: tokenizers::Tokenizer, file: &Path) -> Tokenizer {
+        Tokenizer {
+            inner,
+            file: file.to_path_buf(),
+        }
+    }
+
+    /// The tokenizer as `tokenizer.json` would hold it.
+    pub(crate) fn to_json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.inner.to_string(false).ok()?).ok()
+    }
+
+    /// The string of token `id`.
+    pub fn token_string(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
     fn err(&self, e: impl ToString) -> ModelError {
         ModelError::Tokenizer {
             file: self.file.clone(),

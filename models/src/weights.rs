@@ -18,6 +18,12 @@ pub trait WeightSource: Send + Sync {
 
     /// Where `name` comes from, for messages (a file path, or a description).
     fn origin(&self, name: &str) -> String;
+
+    /// The dtype `name` is stored in, when the source knows it without reading the tensor; a
+    /// block-quantized dtype makes the engine keep the weight quantized.
+    fn stored_dtype(&self, _name: &str) -> Option<switchyard_runtime::DType> {
+        None
+    }
 }
 
 impl WeightSource for crate::Checkpoint {

@@ -71,6 +71,8 @@ pub struct BenchOptions {
     pub warmup: usize,
     /// Compute dtype (default: the engine's choice per device).
     pub dtype: Option<DType>,
+    /// Quantize the model's matrices on load to this type.
+    pub quantize: Option<DType>,
     /// Static-shape devices: tokens per prefill call (default: the engine's).
     pub prefill_chunk: Option<usize>,
     /// Static-shape devices: KV buckets (default: the engine's; the run's context is added).
@@ -95,6 +97,7 @@ impl Default for BenchOptions {
             repetitions: 5,
             warmup: 1,
             dtype: None,
+            quantize: None,
             prefill_chunk: None,
             kv_buckets: None,
             prices: PriceTable::shipped(),
@@ -180,6 +183,8 @@ pub struct DeviceRun {
     pub static_shapes: Option<String>,
     /// Bytes of weights on the device.
     pub weight_bytes: usize,
+    /// How the weights are stored (e.g. `q8_0 ×154, f32 ×61`).
+    pub weight_types: String,
     /// Peak resident memory of this process after the device's tests.
     pub peak_host_bytes: Option<u64>,
     /// Device memory in use, where the device reports it.
@@ -325,7 +330,10 @@ pub fn run(
     mut progress: impl FnMut(Progress),
 ) -> Result<BenchReport, BenchError> {
     let devices = resolve_devices(&options.devices)?;
-    let model = Model::load(&options.model)?;
+    let mut model = Model::load(&options.model)?;
+    if let Some(q) = options.quantize {
+        model = crate::quantize::QuantizedWeights::wrap(model, q)?;
+    }
     let cfg = &model.config;
     let max_size = options
         .prompt_sizes
@@ -380,6 +388,7 @@ pub fn run(
             first_call_s: None,
             static_shapes: None,
             weight_bytes: 0,
+            weight_types: String::new(),
             peak_host_bytes: None,
             device_memory_bytes: None,
             bandwidth: None,
@@ -439,6 +448,7 @@ pub fn run(
             ));
         }
         run.weight_bytes = engine.weight_bytes();
+        run.weight_types = engine.weight_types();
         if !info.emulated {
             run.bandwidth = match info.peak_bandwidth {
                 Some(b) => Some(Bandwidth {

@@ -83,10 +83,11 @@ impl BenchReport {
         for run in self.devices.iter().filter(|r| r.skipped.is_none()) {
             let _ = write!(
                 s,
-                "- {}: load {:.2} s ({:.0} MB of weights), compile {:.1} ms",
+                "- {}: load {:.2} s ({:.0} MB of weights: {}), compile {:.1} ms",
                 run.display_name,
                 run.load_s,
                 run.weight_bytes as f64 / 1e6,
+                run.weight_types,
                 run.compile_s * 1e3
             );
             if let Some(first) = first_call(run) {

@@ -57,6 +57,9 @@ pub struct BenchArgs {
     /// Compute dtype: f32, f16 or bf16 (default: f32 on the CPU).
     #[arg(long)]
     dtype: Option<String>,
+    /// Quantize the model's matrices on load: q8_0, q4_k, q6_k, q4_0, ... (norms stay as they are).
+    #[arg(long)]
+    quantize: Option<String>,
     /// Static-shape devices (neuron): tokens per prefill call (default 128).
     #[arg(long)]
     prefill_chunk: Option<usize>,
@@ -129,6 +132,14 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         repetitions: a.repetitions,
         warmup: a.warmup,
         dtype,
+        quantize: a
+            .quantize
+            .as_deref()
+            .map(|q| {
+                q.parse::<DType>()
+                    .map_err(|e| anyhow::anyhow!("--quantize: {e}"))
+            })
+            .transpose()?,
         prefill_chunk: a.prefill_chunk,
         kv_buckets: a.buckets.clone(),
         prices,

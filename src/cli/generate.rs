@@ -77,6 +77,9 @@ pub struct GenerateArgs {
     /// KV-cache length (default: the model's maximum, capped at 4096).
     #[arg(long)]
     max_context: Option<usize>,
+    /// Quantize the model's matrices on load: q8_0, q4_k, q6_k, q4_0, ... (norms stay as they are).
+    #[arg(long)]
+    quantize: Option<String>,
     /// Static-shape devices (neuron): tokens per prefill call (default 128).
     #[arg(long)]
     prefill_chunk: Option<usize>,
@@ -123,7 +126,13 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         .transpose()?;
     let device = AnyDevice::open(&a.device)?;
     let load_start = Instant::now();
-    let model = Model::load(&a.model)?;
+    let mut model = Model::load(&a.model)?;
+    if let Some(q) = &a.quantize {
+        let q = q
+            .parse::<DType>()
+            .map_err(|e| anyhow::anyhow!("--quantize: {e}"))?;
+        model = switchyard::quantize::QuantizedWeights::wrap(model, q)?;
+    }
     let gen_cfg = model.generation_config.clone().unwrap_or_default();
     let sampling_default = gen_cfg.do_sample == Some(true);
     let sampling = SamplingParams {

@@ -75,6 +75,42 @@ fn placeholder_vocab(n: usize) -> (Vec<String>, Vec<f32>, Vec<i32>) {
     (tokens, scores, types)
 }
 
+/// The model's own byte-level BPE tokenizer as GGUF vocabulary keys, padded with unused tokens
+/// to the model's vocabulary size (llama.cpp takes the vocabulary size from the token list).
+fn model_vocab(model: &Model) -> Option<Vec<(String, GgufValue)>> {
+    let tok = model.tokenizer.as_ref()?;
+    let c = &model.config;
+    let probe = "a";
+    let with = tok.encode(probe, true).ok()?;
+    let without = tok.encode(probe, false).ok()?;
+    let add_bos = c
+        .bos_token_id
+        .is_some_and(|b| with.first() == Some(&b) && without.first() != Some(&b));
+    let mut keys = super::vocab::gpt2_vocab_keys(
+        &tok.to_json()?,
+        c.bos_token_id,
+        c.eos_token_ids.first().copied(),
+        add_bos,
+    )?;
+    for (k, v) in keys.iter_mut() {
+        match (k.as_str(), v) {
+            ("tokenizer.ggml.tokens", GgufValue::StrArray(t)) if t.len() < c.vocab_size => {
+                let n = t.len();
+                t.extend((n..c.vocab_size).map(|i| format!("<unused{i}>")));
+            }
+            ("tokenizer.ggml.token_type", GgufValue::I32Array(t)) if t.len() < c.vocab_size => {
+                t.resize(c.vocab_size, 5);
+            }
+            _ => {}
+        }
+    }
+    let n = keys.iter().find_map(|(k, v)| match (k.as_str(), v) {
+        ("tokenizer.ggml.tokens", GgufValue::StrArray(t)) => Some(t.len()),
+        _ => None,
+    })?;
+    (n == c.vocab_size).then_some(keys)
+}
+
 fn check_exportable(c: &ModelConfig) -> Result<()> {
     let bad = |what: String| {
         Err(ModelError::InvalidOption {
@@ -88,9 +124,9 @@ fn check_exportable(c: &ModelConfig) -> Result<()> {
     if c.qkv_bias || c.o_bias || c.mlp_bias {
         return bad("this one has biases".into());
     }
-    match c.rope.as_ref().map(|r| &r.scaling) {
-        Some(RopeScaling::None) => Ok(()),
-        _ => bad("rope scaling is not exported".into()),
+    match &c.rope {
+        Some(_) => Ok(()),
+        None => bad("it has no rotary embedding".into()),
     }
 }
 
@@ -112,6 +148,8 @@ pub fn export_gguf(
     w.meta("general.architecture", GgufValue::Str("llama".into()))
         .meta("general.name", GgufValue::Str(name))
         .meta("general.file_type", GgufValue::U32(file_type(mostly)))
+        // The block layouts written are those of ggml's quantization version 2.
+        .meta("general.quantization_version", GgufValue::U32(2))
         .meta("llama.context_length", u(c.max_position_embeddings))
         .meta("llama.embedding_length", u(c.hidden_size))
         .meta("llama.block_count", u(c.num_layers))
@@ -125,22 +163,47 @@ pub fn export_gguf(
         )
         .meta("llama.rope.freq_base", GgufValue::F32(rope.theta))
         .meta("llama.vocab_size", u(c.vocab_size));
-    let (tokens, scores, types) = placeholder_vocab(c.vocab_size);
-    w.meta("tokenizer.ggml.model", GgufValue::Str("llama".into()))
-        .meta("tokenizer.ggml.tokens", GgufValue::StrArray(tokens))
-        .meta("tokenizer.ggml.scores", GgufValue::F32Array(scores))
-        .meta("tokenizer.ggml.token_type", GgufValue::I32Array(types))
-        .meta("tokenizer.ggml.unknown_token_id", GgufValue::U32(0))
-        .meta("tokenizer.ggml.bos_token_id", GgufValue::U32(1))
-        .meta("tokenizer.ggml.eos_token_id", GgufValue::U32(2));
+    match model_vocab(model) {
+        Some(keys) => {
+            for (k, v) in keys {
+                w.meta(&k, v);
+            }
+        }
+        None => {
+            let (tokens, scores, types) = placeholder_vocab(c.vocab_size);
+            w.meta("tokenizer.ggml.model", GgufValue::Str("llama".into()))
+                .meta("tokenizer.ggml.tokens", GgufValue::StrArray(tokens))
+                .meta("tokenizer.ggml.scores", GgufValue::F32Array(scores))
+                .meta("tokenizer.ggml.token_type", GgufValue::I32Array(types))
+                .meta("tokenizer.ggml.unknown_token_id", GgufValue::U32(0))
+                .meta("tokenizer.ggml.bos_token_id", GgufValue::U32(1))
+                .meta("tokenizer.ggml.eos_token_id", GgufValue::U32(2));
+        }
+    }
+    if let Some(t) = model
+        .tokenizer_config
+        .as_ref()
+        .and_then(|t| t.chat_template.clone())
+    {
+        w.meta("tokenizer.chat_template", GgufValue::Str(t));
+    }
     let graph = crate::graph::build_graph(
         c,
         &crate::graph::GraphOptions {
             entry: crate::graph::Entry::Decode,
             compute: DType::F32,
             cache_len: 1,
+            quantized: Default::default(),
         },
     )?;
+    if rope.scaling != RopeScaling::None {
+        // llama.cpp divides each frequency by these factors.
+        let f = rope.factors();
+        w.tensor(
+            "rope_freqs.weight",
+            HostTensor::from_f32_vec(&[f.len()], f)?,
+        )?;
+    }
     for p in graph.signature().params {
         if p.kind != switchyard_runtime::ParamKind::Weight {
             continue;

@@ -3,9 +3,14 @@
 //! Written from the format's public specification (version 3, little-endian).
 
 mod export;
+mod load;
+mod reader;
+mod vocab;
 mod writer;
 
 pub use export::{export_gguf, gguf_tensor_name, permute_rotary_rows};
+pub use load::{load_gguf, GgufWeights, GGUF_ARCHITECTURES};
+pub use reader::{GgufFile, GgufTensorInfo};
 pub use writer::{GgufValue, GgufWriter};
 
 use switchyard_runtime::DType;

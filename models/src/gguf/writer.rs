@@ -9,12 +9,26 @@ use switchyard_runtime::HostTensor;
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GgufValue {
+    /// `UINT8`
+    U8(u8),
+    /// `INT8`
+    I8(i8),
+    /// `UINT16`
+    U16(u16),
+    /// `INT16`
+    I16(i16),
     /// `UINT32`
     U32(u32),
     /// `INT32`
     I32(i32),
     /// `FLOAT32`
     F32(f32),
+    /// `UINT64`
+    U64(u64),
+    /// `INT64`
+    I64(i64),
+    /// `FLOAT64`
+    F64(f64),
     /// `BOOL`
     Bool(bool),
     /// `STRING`
@@ -25,6 +39,72 @@ pub enum GgufValue {
     F32Array(Vec<f32>),
     /// `ARRAY` of `INT32`
     I32Array(Vec<i32>),
+    /// `ARRAY` of any other element type (read only).
+    Array(Vec<GgufValue>),
+}
+
+impl GgufValue {
+    /// The value as an unsigned integer, if it is a non-negative integer of any width.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            GgufValue::U8(v) => Some(v.into()),
+            GgufValue::U16(v) => Some(v.into()),
+            GgufValue::U32(v) => Some(v.into()),
+            GgufValue::U64(v) => Some(v),
+            GgufValue::I8(v) => u64::try_from(v).ok(),
+            GgufValue::I16(v) => u64::try_from(v).ok(),
+            GgufValue::I32(v) => u64::try_from(v).ok(),
+            GgufValue::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as a float, if it is a number.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            GgufValue::F32(v) => Some(v.into()),
+            GgufValue::F64(v) => Some(v),
+            _ => self.as_u64().map(|v| v as f64),
+        }
+    }
+
+    /// The value as a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            GgufValue::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value as a boolean.
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            GgufValue::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The GGUF type name, for messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            GgufValue::U8(_) => "uint8",
+            GgufValue::I8(_) => "int8",
+            GgufValue::U16(_) => "uint16",
+            GgufValue::I16(_) => "int16",
+            GgufValue::U32(_) => "uint32",
+            GgufValue::I32(_) => "int32",
+            GgufValue::F32(_) => "float32",
+            GgufValue::U64(_) => "uint64",
+            GgufValue::I64(_) => "int64",
+            GgufValue::F64(_) => "float64",
+            GgufValue::Bool(_) => "bool",
+            GgufValue::Str(_) => "string",
+            GgufValue::StrArray(_) => "array of string",
+            GgufValue::F32Array(_) => "array of float32",
+            GgufValue::I32Array(_) => "array of int32",
+            GgufValue::Array(_) => "array",
+        }
+    }
 }
 
 /// Collects metadata and tensors, then writes a GGUF file in one pass (to a temporary file renamed
@@ -40,54 +120,80 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_value(out: &mut Vec<u8>, v: &GgufValue) {
-    let ty = |out: &mut Vec<u8>, t: u32| out.extend_from_slice(&t.to_le_bytes());
+/// The GGUF value type id of a scalar or string value; arrays are `ARRAY` (9).
+fn type_id(v: &GgufValue) -> u32 {
     match v {
-        GgufValue::U32(x) => {
-            ty(out, 4);
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-        GgufValue::I32(x) => {
-            ty(out, 5);
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-        GgufValue::F32(x) => {
-            ty(out, 6);
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-        GgufValue::Bool(x) => {
-            ty(out, 7);
-            out.push(u8::from(*x));
-        }
-        GgufValue::Str(s) => {
-            ty(out, 8);
-            put_str(out, s);
-        }
+        GgufValue::U8(_) => 0,
+        GgufValue::I8(_) => 1,
+        GgufValue::U16(_) => 2,
+        GgufValue::I16(_) => 3,
+        GgufValue::U32(_) => 4,
+        GgufValue::I32(_) => 5,
+        GgufValue::F32(_) => 6,
+        GgufValue::Bool(_) => 7,
+        GgufValue::Str(_) => 8,
+        GgufValue::U64(_) => 10,
+        GgufValue::I64(_) => 11,
+        GgufValue::F64(_) => 12,
+        GgufValue::StrArray(_)
+        | GgufValue::F32Array(_)
+        | GgufValue::I32Array(_)
+        | GgufValue::Array(_) => 9,
+    }
+}
+
+/// A value's payload without its type tag (an array: element type, count, elements).
+fn put_payload(out: &mut Vec<u8>, v: &GgufValue) {
+    let ty = |out: &mut Vec<u8>, t: u32| out.extend_from_slice(&t.to_le_bytes());
+    let len = |out: &mut Vec<u8>, n: usize| out.extend_from_slice(&(n as u64).to_le_bytes());
+    match v {
+        GgufValue::U8(x) => out.push(*x),
+        GgufValue::I8(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::Bool(x) => out.push(u8::from(*x)),
+        GgufValue::Str(s) => put_str(out, s),
         GgufValue::StrArray(items) => {
-            ty(out, 9);
             ty(out, 8);
-            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            len(out, items.len());
             for s in items {
                 put_str(out, s);
             }
         }
         GgufValue::F32Array(items) => {
-            ty(out, 9);
             ty(out, 6);
-            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            len(out, items.len());
             for x in items {
                 out.extend_from_slice(&x.to_le_bytes());
             }
         }
         GgufValue::I32Array(items) => {
-            ty(out, 9);
             ty(out, 5);
-            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            len(out, items.len());
             for x in items {
                 out.extend_from_slice(&x.to_le_bytes());
             }
         }
+        GgufValue::Array(items) => {
+            // Elements of one array share a type; an empty array is written as uint8.
+            ty(out, items.first().map_or(0, type_id));
+            len(out, items.len());
+            for x in items {
+                put_payload(out, x);
+            }
+        }
     }
+}
+
+fn put_value(out: &mut Vec<u8>, v: &GgufValue) {
+    out.extend_from_slice(&type_id(v).to_le_bytes());
+    put_payload(out, v);
 }
 
 fn pad(n: usize) -> usize {
