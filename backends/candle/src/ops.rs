@@ -125,7 +125,19 @@ pub(crate) fn eval(
         Op::MatMul { transpose_rhs } => {
             let a = t(x[0])?;
             match x[1] {
-                CandleBuffer::Quantized { weight, .. } => weight.forward(&a.contiguous()?)?,
+                CandleBuffer::Quantized {
+                    weight,
+                    tensor,
+                    dtype: q,
+                    dims,
+                } => match cpu_kernels
+                    .then(|| quant_matmul(a, tensor, *q, dims, out))
+                    .transpose()?
+                    .flatten()
+                {
+                    Some(y) => y,
+                    None => weight.forward(&a.contiguous()?)?,
+                },
                 CandleBuffer::Packed(p) => {
                     if !*transpose_rhs {
                         return Err(EvalError::Invalid(
@@ -321,6 +333,52 @@ fn packed_matmul(
         Ok(())
     })?;
     Tensor::from_vec(y, out, a.device())
+}
+
+/// Activations times a block-quantized weight with the kernels of [`crate::cpu::quant`]: integer
+/// dot products for one row, dequantizing slices into the f32 matrix kernel for more; `None`
+/// when they do not apply (candle's quantized matmul is used then).
+fn quant_matmul(
+    a: &Tensor,
+    w: &candle_core::quantized::QTensor,
+    dtype: DType,
+    dims: &[usize],
+    out: &[usize],
+) -> Result<Option<Tensor>> {
+    let (n, k) = (dims[0], dims[1]);
+    let rows = a.elem_count() / k.max(1);
+    let fits = a.dtype() == CDType::F32
+        && a.device().is_cpu()
+        && *a.dims().last().unwrap_or(&0) == k
+        && k.is_multiple_of(dtype.block_len())
+        && k.is_multiple_of(32)
+        && if rows == 1 {
+            crate::cpu::quant::gemv_available(dtype)
+        } else {
+            crate::cpu::gemm::available()
+        };
+    if !fits {
+        return Ok(None);
+    }
+    let bytes = w.data()?;
+    let qm = crate::cpu::quant::QuantMatrix {
+        dtype,
+        bytes: &bytes,
+        n,
+        k,
+    };
+    let mut y = vec![0f32; rows * n];
+    let done = with_f32(a, |x| {
+        Ok(if rows == 1 {
+            crate::cpu::quant::gemv(x, &qm, &mut y)
+        } else {
+            crate::cpu::gemm::gemm_nt(x, rows, k, crate::cpu::gemm::Rhs::Quant(qm), n, &mut y)
+        })
+    })?;
+    if !done {
+        return Ok(None);
+    }
+    Ok(Some(Tensor::from_vec(y, out, a.device())?))
 }
 
 /// Activations times a transposed f32 weight on the CPU with the kernels of [`crate::cpu`]: the

@@ -7,3 +7,4 @@ pub(crate) mod gemm;
 pub(crate) mod gemv;
 pub(crate) mod math;
 pub mod packed;
+pub(crate) mod quant;

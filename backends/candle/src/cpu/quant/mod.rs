@@ -1,0 +1,189 @@
+//! Matrix products with block-quantized weights (llama.cpp's formats) on the CPU.
+//!
+//! Decoding (one activation row): the row is quantized to 8-bit blocks once, then every weight row
+//! is dotted with it in integer arithmetic straight from its stored blocks ([`dot`]), rows split
+//! over the compute threads. candle does the same but without AVX-512 VNNI, with one block at a
+//! time through generic code, and (for q4_0 and q5_0) without SIMD at all.
+//!
+//! Prompts (many rows): each slice of weights is dequantized as it is packed for the f32 matrix
+//! kernel ([`super::gemm`]), so the quantized product runs at the f32 kernel's speed.
+
+pub(crate) mod act;
+pub(crate) mod dequant;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod dot;
+
+use std::sync::Mutex;
+use switchyard_runtime::DType;
+
+/// A `[n, k]` block-quantized matrix as stored: `n` rows of `k / block_len` blocks.
+#[derive(Clone, Copy)]
+pub(crate) struct QuantMatrix<'a> {
+    pub dtype: DType,
+    pub bytes: &'a [u8],
+    pub n: usize,
+    pub k: usize,
+}
+
+impl QuantMatrix<'_> {
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.k / self.dtype.block_len() * self.dtype.block_bytes()
+    }
+
+    /// Row `r`'s blocks covering columns `k0..k0 + len` (both multiples of the block length).
+    pub fn row_range(&self, r: usize, k0: usize, len: usize) -> &[u8] {
+        let (bl, bb) = (self.dtype.block_len(), self.dtype.block_bytes());
+        let start = r * self.row_bytes() + k0 / bl * bb;
+        &self.bytes[start..start + len / bl * bb]
+    }
+}
+
+/// Types with integer dot kernels.
+pub(crate) fn supported(dtype: DType) -> bool {
+    matches!(
+        dtype,
+        DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::Q4K | DType::Q6K
+    )
+}
+
+/// True when [`gemv`] can run `dtype` on this CPU.
+pub(crate) fn gemv_available(dtype: DType) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        supported(dtype) && dot::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = dtype;
+        false
+    }
+}
+
+/// `y = W·x` for one activation row, rows of `W` split over candle's CPU worker threads.
+/// Returns `false` (leaving `y` alone) when [`gemv_available`] is not.
+pub(crate) fn gemv(x: &[f32], w: &QuantMatrix<'_>, y: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !gemv_available(w.dtype) {
+            return false;
+        }
+        assert!(x.len() == w.k && y.len() == w.n && w.k.is_multiple_of(32));
+        let a = act::quantize(x);
+        let pool = candle_core::utils::barrier_pool();
+        let threads = pool.n_workers() + 1;
+        // Small matrices are not worth waking the other threads for.
+        if threads == 1 || w.bytes.len() < 32 * 1024 {
+            dot::dot_rows(w, &a, 0, y);
+            return true;
+        }
+        let chunk = w.n.div_ceil(threads);
+        let parts: Mutex<Vec<(usize, &mut [f32])>> = Mutex::new(
+            y.chunks_mut(chunk)
+                .enumerate()
+                .map(|(i, c)| (i * chunk, c))
+                .collect(),
+        );
+        pool.execute(|_| {
+            let part = parts.lock().map(|mut p| p.pop()).unwrap_or(None);
+            if let Some((first, out)) = part {
+                dot::dot_rows(w, &a, first, out);
+            }
+        });
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, w, y);
+        false
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// `blocks` random blocks of `dtype` with sane scales (f16 fields drawn from ±[0.01, 0.1]).
+    pub(crate) fn random_blocks(dtype: DType, blocks: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let bb = dtype.block_bytes();
+        let mut out: Vec<u8> = (0..blocks * bb).map(|_| next() as u8).collect();
+        for b in 0..blocks {
+            for &off in switchyard_runtime::quant::scale_offsets(dtype) {
+                let v = 0.01 + (next() % 1000) as f32 / 1000.0 * 0.09;
+                let v = if next() % 2 == 0 { v } else { -v };
+                let bits = half::f16::from_f32(v).to_bits().to_le_bytes();
+                out[b * bb + off..b * bb + off + 2].copy_from_slice(&bits);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn integer_dots_match_the_dequantized_product() {
+        #[cfg(target_arch = "x86_64")]
+        if !dot::available() {
+            eprintln!("skipped: this CPU has no AVX2");
+            return;
+        }
+        for dtype in [
+            DType::Q8_0,
+            DType::Q4_0,
+            DType::Q5_0,
+            DType::Q4K,
+            DType::Q6K,
+        ] {
+            for (n, k) in [(5, 256), (70, 512), (300, 1536)] {
+                let per_row = k / dtype.block_len();
+                let bytes = random_blocks(dtype, n * per_row, (n * k) as u64);
+                let w = QuantMatrix {
+                    dtype,
+                    bytes: &bytes,
+                    n,
+                    k,
+                };
+                let x: Vec<f32> = (0..k)
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                    .collect();
+                let dense = switchyard_runtime::quant::dequantize(dtype, &bytes).unwrap();
+                let mut y = vec![f32::NAN; n];
+                assert!(gemv(&x, &w, &mut y));
+                #[cfg(target_arch = "x86_64")]
+                let y2 = {
+                    let mut y2 = vec![f32::NAN; n];
+                    dot::dot_rows_avx2(&w, &act::quantize(&x), 0, &mut y2);
+                    y2
+                };
+                for r in 0..n {
+                    let row = &dense[r * k..(r + 1) * k];
+                    let want: f64 = row.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
+                    let norm: f64 = row
+                        .iter()
+                        .zip(&x)
+                        .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                        .sum();
+                    // The activations are rounded to 8 bits: about 0.4 % of each product.
+                    let tol = 1e-2 * norm + 1e-4;
+                    assert!(
+                        (y[r] as f64 - want).abs() <= tol,
+                        "{dtype} {n}x{k} row {r}: {} vs {want} (tolerance {tol})",
+                        y[r]
+                    );
+                    #[cfg(target_arch = "x86_64")]
+                    assert!(
+                        (y2[r] - y[r]).abs() <= 1e-5 * (1.0 + y[r].abs()),
+                        "{dtype}: AVX2 {} vs {}",
+                        y2[r],
+                        y[r]
+                    );
+                }
+            }
+        }
+    }
+}
