@@ -7,8 +7,9 @@
 # For each type: `switchyard quantize` writes the model as GGUF (cached under $WORK), llama.cpp
 # (built from PyPI's llama-cpp-python into a venv outside the repo, once) times it through
 # scripts/llamacpp_bench.py, `switchyard bench` times the same weights, and a table of medians and
-# ratios is printed. The two engines alternate, llama.cpp first for even types and Switchyard
-# first for odd ones, so drift on a shared machine does not favour either. Not part of CI.
+# ratios is printed, with the CPU features llama.cpp was built with. The two engines alternate,
+# llama.cpp first for even types and Switchyard first for odd ones, so drift on a shared machine
+# does not favour either. Not part of CI.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$here")"
@@ -37,14 +38,21 @@ mkdir -p "$WORK"
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
   echo "building llama.cpp (llama-cpp-python==$LLAMACPP_VERSION from PyPI) into $VENV; this takes a few minutes" >&2
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "llama-cpp-python==$LLAMACPP_VERSION" >&2
+  # llama.cpp's AMX int8 path crashes on q8_0 (in ggml_backend_amx_mul_mat) on the Sapphire
+  # Rapids machines we benchmark on, so by default it is built with every x86 extension up to
+  # AVX-512 VNNI/BF16 and AVX-VNNI but without AMX. LLAMACPP_CMAKE_ARGS overrides the flags.
+  default_flags="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+  default_flags="$default_flags -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON"
+  default_flags="$default_flags -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+  CMAKE_ARGS="${LLAMACPP_CMAKE_ARGS:-$default_flags}" \
+    "$VENV/bin/pip" install -q --no-cache-dir "llama-cpp-python==$LLAMACPP_VERSION" numpy >&2
 fi
 
 (cd "$repo" && cargo build --release -q)
 sy="$repo/target/release/switchyard"
 safe_model="$(echo "$model" | tr ':/' '__')"
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $threads threads; model $model; -p $prompt -n $gen -r $reps" >&2
-echo "$("$VENV/bin/python" -c 'import llama_cpp; print("llama.cpp via llama-cpp-python", llama_cpp.__version__)'); $("$sy" --version)" >&2
+echo "$("$VENV/bin/python" -c 'import llama_cpp; print("llama.cpp via llama-cpp-python", llama_cpp.__version__, "|", llama_cpp.llama_print_system_info().decode())'); $("$sy" --version)" >&2
 
 results="$WORK/results-$$.jsonl"
 : > "$results"
