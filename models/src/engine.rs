@@ -97,6 +97,91 @@ fn static_shapes(options: &EngineOptions, max_context: usize) -> Result<Shapes> 
     Ok(Shapes::Static { chunk, buckets })
 }
 
+/// The context an engine holds: `options.max_context`, else the model's maximum capped at
+/// [`DEFAULT_MAX_CONTEXT`].
+fn resolve_max_context(config: &ModelConfig, options: &EngineOptions) -> Result<usize> {
+    let max_context = options
+        .max_context
+        .unwrap_or(config.max_position_embeddings.min(DEFAULT_MAX_CONTEXT));
+    if max_context == 0 || max_context > config.max_position_embeddings {
+        return Err(ModelError::InvalidOption {
+            option: "--max-context",
+            message: format!(
+                "{max_context} must be between 1 and the model's max_position_embeddings ({})",
+                config.max_position_embeddings
+            ),
+        });
+    }
+    Ok(max_context)
+}
+
+/// The prefill and decode graphs specialized to a prefill chunk and a KV bucket.
+fn bind_bucket(
+    prefill: &switchyard_runtime::Graph,
+    decode: &switchyard_runtime::Graph,
+    chunk: usize,
+    bucket: usize,
+) -> Result<(switchyard_runtime::Graph, switchyard_runtime::Graph)> {
+    let dims = SymbolBindings::new()
+        .with("t", chunk)
+        .with("kv_len", bucket);
+    Ok((prefill.bind(&dims)?, decode.bind(&dims)?))
+}
+
+/// One executable of a static-shape engine: an entry specialized to a KV bucket.
+#[derive(Debug, Clone)]
+pub struct StaticExecutable {
+    /// `prefill` or `decode`.
+    pub entry: &'static str,
+    /// The attended KV length it was specialized to.
+    pub bucket: usize,
+    /// The graph, every dimension fixed.
+    pub graph: switchyard_runtime::Graph,
+}
+
+/// Every executable an engine on a static-shape device compiles for `config` with `options`,
+/// computing in `compute` (what `switchyard compile` exports ahead of time): per bucket, the
+/// prefill graph taking a chunk and the decode graph. Returns the shapes with them.
+pub fn static_executables(
+    config: &ModelConfig,
+    options: &EngineOptions,
+    compute: DType,
+) -> Result<(Shapes, Vec<StaticExecutable>)> {
+    let max_context = resolve_max_context(config, options)?;
+    let shapes = static_shapes(options, max_context)?;
+    let Shapes::Static { chunk, buckets } = &shapes else {
+        unreachable!("static_shapes gives static shapes")
+    };
+    let graph = |entry| {
+        build_graph(
+            config,
+            &GraphOptions {
+                entry,
+                compute,
+                cache_len: max_context + chunk,
+                quantized: Default::default(),
+            },
+        )
+    };
+    let prefill = graph(Entry::Prefill { max_tokens: *chunk })?;
+    let decode = graph(Entry::Decode)?;
+    let mut out = Vec::with_capacity(2 * buckets.len());
+    for &bucket in buckets {
+        let (p, d) = bind_bucket(&prefill, &decode, *chunk, bucket)?;
+        out.push(StaticExecutable {
+            entry: "prefill",
+            bucket,
+            graph: p,
+        });
+        out.push(StaticExecutable {
+            entry: "decode",
+            bucket,
+            graph: d,
+        });
+    }
+    Ok((shapes, out))
+}
+
 /// What one call reads back.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Readback {
@@ -269,18 +354,7 @@ impl<D: Device> Engine<D> {
                 message: format!("{} does not compute in {compute}", info.display_name()),
             });
         }
-        let max_context = options
-            .max_context
-            .unwrap_or(config.max_position_embeddings.min(DEFAULT_MAX_CONTEXT));
-        if max_context == 0 || max_context > config.max_position_embeddings {
-            return Err(ModelError::InvalidOption {
-                option: "--max-context",
-                message: format!(
-                    "{max_context} must be between 1 and the model's max_position_embeddings ({})",
-                    config.max_position_embeddings
-                ),
-            });
-        }
+        let max_context = resolve_max_context(config, options)?;
         let shapes = match info.shape_support {
             ShapeSupport::Dynamic => Shapes::Dynamic,
             ShapeSupport::Static => static_shapes(options, max_context)?,
@@ -360,9 +434,9 @@ impl<D: Device> Engine<D> {
                 let mut p = Vec::with_capacity(buckets.len());
                 let mut d = Vec::with_capacity(buckets.len());
                 for &b in buckets {
-                    let dims = SymbolBindings::new().with("t", *chunk).with("kv_len", b);
-                    p.push(device.compile(&prefill_graph.bind(&dims)?, &compile_options)?);
-                    d.push(device.compile(&decode_graph.bind(&dims)?, &compile_options)?);
+                    let (prefill, decode) = bind_bucket(&prefill_graph, &decode_graph, *chunk, b)?;
+                    p.push(device.compile(&prefill, &compile_options)?);
+                    d.push(device.compile(&decode, &compile_options)?);
                 }
                 (p, d)
             }

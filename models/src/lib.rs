@@ -44,7 +44,10 @@ pub use builtin::{builtin_config, RandomWeights, BUILTIN_MODELS};
 pub use chat::{ChatMessage, TokenizerConfig};
 pub use checkpoint::Checkpoint;
 pub use config::{Activation, Arch, ModelConfig};
-pub use engine::{Engine, EngineOptions, Session, Shapes, DEFAULT_MAX_CONTEXT};
+pub use engine::{
+    static_executables, Engine, EngineOptions, Session, Shapes, StaticExecutable,
+    DEFAULT_MAX_CONTEXT,
+};
 pub use error::{ModelError, Result};
 pub use generate::{generate, GenerateOptions, Generation, StopReason, Timings};
 pub use graph::{build_graph, embedding_name, kv_state_name, Entry, GraphOptions};

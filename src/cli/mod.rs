@@ -1,6 +1,7 @@
 //! The `switchyard` subcommands.
 
 pub mod bench;
+pub mod compile;
 pub mod generate;
 pub mod quantize;
 

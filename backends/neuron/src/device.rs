@@ -2,6 +2,7 @@
 
 use crate::buffer::NeuronBuffer;
 use crate::cache::CompileCache;
+use crate::compiler::{compile_into_cache, find_neuronx_cc, neff_key, Target};
 use crate::executable::NeuronExecutable;
 use crate::handles::{NrtModelHandle, NrtTensorHandle, TensorSet};
 use crate::runtime::NrtRuntime;
@@ -16,8 +17,9 @@ use switchyard_runtime::{
 /// One NeuronCore. Its graphs must have fixed shapes (bind symbolic dimensions to bucket sizes
 /// with `Graph::bind` before compiling).
 ///
-/// On Switchyard's libnrt emulator `compile` packages the graph as an emulation artifact; on a real
-/// runtime NEFFs come from elsewhere through `load_artifact`.
+/// On a real runtime `compile` loads the graph's NEFF from the compile cache (where
+/// `switchyard compile` writes them), or lowers the graph to XLA HLO and runs `neuronx-cc` when it
+/// is installed; on Switchyard's libnrt emulator it packages the graph as an emulation artifact.
 pub struct NeuronDevice {
     rt: Arc<NrtRuntime>,
     vnc: i32,
@@ -115,7 +117,8 @@ impl NeuronDevice {
                 DType::U8,
             ],
             quantized: vec![],
-            runtime_compile: rt.emulated,
+            // A real runtime compiles through neuronx-cc, when it is installed.
+            runtime_compile: rt.emulated || find_neuronx_cc().is_some(),
             details: vec![
                 (
                     "runtime library".into(),
@@ -240,6 +243,43 @@ impl NeuronDevice {
     }
 }
 
+impl NeuronDevice {
+    /// On a real runtime: the NEFF for `graph` from the compile cache (where `switchyard compile`
+    /// puts them), else compiled now with `neuronx-cc` when it is installed.
+    fn compile_neff(&self, graph: &Graph, options: &CompileOptions) -> Result<NeuronExecutable> {
+        let unsupported = |what: String| Error::Unsupported {
+            device: self.info.display_name(),
+            what,
+        };
+        let family = self.rt.family.as_deref().unwrap_or("unknown");
+        let target: Target = family.parse().map_err(|e| {
+            unsupported(format!(
+                "compiling for this instance ({e}); compile with `switchyard compile --target ...` and set SWITCHYARD_NEURON_CACHE to its cache"
+            ))
+        })?;
+        let key = neff_key(graph, options, &target);
+        let neff = match self.cache.get(&key, "neff", |b| !b.is_empty()) {
+            Some(neff) => neff,
+            None => {
+                // Lowering first: an op with no HLO lowering is reported before anything else.
+                crate::hlo::lower(graph)?;
+                let Some(compiler) = find_neuronx_cc() else {
+                    return Err(unsupported(format!(
+                        "compiling '{}' at run time: neuronx-cc is not on PATH and the compile cache {} has no NEFF for it; install the Neuron SDK's compiler, or run `switchyard compile --target {target}` where it is and point SWITCHYARD_NEURON_CACHE at the NEFFs",
+                        graph.name(),
+                        self.cache.describe()
+                    )));
+                };
+                compile_into_cache(graph, options, &target, &self.cache, &compiler)?
+            }
+        };
+        self.load_artifact(&neff, &graph.signature()).map(|mut e| {
+            e.fingerprint = graph.fingerprint();
+            e
+        })
+    }
+}
+
 impl Device for NeuronDevice {
     type Buffer = NeuronBuffer;
     type Executable = NeuronExecutable;
@@ -280,18 +320,7 @@ impl Device for NeuronDevice {
         let fingerprint = graph.fingerprint();
         let key = crate::cache::key(&fingerprint, &format!("{options:?}"), &self.rt.version);
         if !self.rt.emulated {
-            // Real NEFFs compiled elsewhere may already sit in the cache.
-            if let Some(neff) = self.cache.get(&key, "neff", |b| !b.is_empty()) {
-                return self.load_artifact(&neff, &graph.signature()).map(|mut e| {
-                    e.fingerprint = fingerprint;
-                    e
-                });
-            }
-            EmulationArtifact::from_graph(graph)?;
-            return Err(Error::Unsupported {
-                device: self.info.display_name(),
-                what: "compiling graphs at run time: producing NEFFs needs the XLA HLO export and neuronx-cc, which this build does not have; compile elsewhere and use load_artifact".into(),
-            });
+            return self.compile_neff(graph, options);
         }
         let bytes = match self.cache.get(&key, "swemu", |b| {
             EmulationArtifact::from_bytes(b).is_ok_and(|a| a.graph.fingerprint() == fingerprint)

@@ -15,10 +15,12 @@
 
 mod buffer;
 pub mod cache;
+pub mod compiler;
 mod device;
 pub mod emulator;
 mod executable;
 mod handles;
+pub mod hlo;
 mod runtime;
 
 pub use buffer::NeuronBuffer;
