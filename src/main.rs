@@ -54,6 +54,9 @@ fn main() {
             std::env::set_var("RAYON_NUM_THREADS", n.to_string());
         }
     }
+    if matches!(cli.command, Command::Generate(_) | Command::Bench(_)) {
+        cli::interrupt::install();
+    }
     let result = match cli.command {
         Command::Devices => cli::devices(),
         Command::Conformance { device } => cli::conformance(&device),
@@ -71,5 +74,9 @@ fn main() {
         }
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+    if cli::interrupt::requested() {
+        // What was done is already written; say it was cut short.
+        std::process::exit(cli::interrupt::EXIT_CODE);
     }
 }

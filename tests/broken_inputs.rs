@@ -60,7 +60,11 @@ fn gguf(dir: &Path) -> PathBuf {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     out
 }
 
@@ -201,7 +205,9 @@ const CORPUS: &[Entry] = &[
     Entry {
         name: "config with 0 layers",
         make: |d| {
-            edit_json(&d.join("config.json"), |c| c["num_hidden_layers"] = 0.into());
+            edit_json(&d.join("config.json"), |c| {
+                c["num_hidden_layers"] = 0.into()
+            });
             d.to_path_buf()
         },
         args: PROMPT,
@@ -249,8 +255,11 @@ const CORPUS: &[Entry] = &[
     Entry {
         name: "corrupt tokenizer",
         make: |d| {
-            std::fs::write(d.join("tokenizer.json"), "{\"model\": {\"type\": \"BPE\", \"vocab\": 7}}")
-                .unwrap();
+            std::fs::write(
+                d.join("tokenizer.json"),
+                "{\"model\": {\"type\": \"BPE\", \"vocab\": 7}}",
+            )
+            .unwrap();
             d.to_path_buf()
         },
         args: PROMPT,
@@ -260,7 +269,8 @@ const CORPUS: &[Entry] = &[
         name: "chat template that fails to render",
         make: |d| {
             edit_json(&d.join("tokenizer_config.json"), |c| {
-                c["chat_template"] = "{% for m in messages %}{{ m.content | nosuchfilter }}{% endfor %}".into();
+                c["chat_template"] =
+                    "{% for m in messages %}{{ m.content | nosuchfilter }}{% endfor %}".into();
             });
             d.to_path_buf()
         },
@@ -284,7 +294,14 @@ const CORPUS: &[Entry] = &[
             copy_fixture(d);
             d.to_path_buf()
         },
-        args: &["--max-context", "8", "--prompt", "one two three four five six seven eight nine ten eleven", "--max-new-tokens", "2"],
+        args: &[
+            "--max-context",
+            "8",
+            "--prompt",
+            "one two three four five six seven eight nine ten eleven",
+            "--max-new-tokens",
+            "2",
+        ],
         expect: &["context", "8"],
     },
     Entry {

@@ -38,5 +38,11 @@ pub fn write_atomically(path: &Path, contents: &str) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))?;
     tmp.persist(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
+    // Temporary files are created private; the result is an ordinary file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644));
+    }
     Ok(())
 }

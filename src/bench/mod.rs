@@ -85,6 +85,9 @@ pub struct BenchOptions {
     pub price_overrides: Vec<(String, f64)>,
     /// Seed of the random prompt tokens.
     pub seed: u64,
+    /// Polled between timed runs and tokens: once it is true the run stops and returns what it
+    /// measured so far, with [`BenchReport::interrupted`] set (the CLI sets it on Ctrl-C).
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for BenchOptions {
@@ -104,6 +107,7 @@ impl Default for BenchOptions {
             instance: None,
             price_overrides: Vec::new(),
             seed: 42,
+            stop: None,
         }
     }
 }
@@ -218,6 +222,9 @@ pub struct BenchReport {
     pub started_unix_s: u64,
     /// Per device.
     pub devices: Vec<DeviceRun>,
+    /// The run was stopped early ([`BenchOptions::stop`]): only complete runs are reported, and
+    /// tests or devices not reached are missing.
+    pub interrupted: bool,
 }
 
 /// Progress of a run, for a progress bar.
@@ -374,6 +381,7 @@ pub fn run(
             .map(|d| d.as_secs())
             .unwrap_or(0),
         devices: Vec::new(),
+        interrupted: false,
     };
     let mut cpu_bandwidth: Option<f64> = None;
     for name in &devices {
@@ -478,9 +486,19 @@ pub fn run(
         let kv_bytes_per_position =
             2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * engine.dtype().block_bytes();
         let mut session = engine.new_session()?;
+        let stopped = || {
+            options
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+        };
         for (ti, test) in tests.iter().enumerate() {
             let mut samples = Vec::new();
             for rep in 0..options.warmup + options.repetitions {
+                if stopped() {
+                    report.interrupted = true;
+                    break;
+                }
                 let warmup = rep < options.warmup;
                 session.reset();
                 let seed = options.seed ^ ((ti as u64) << 32) ^ rep as u64;
@@ -508,6 +526,9 @@ pub fn run(
                         let mut lat = Vec::with_capacity(n);
                         let mut total = Duration::ZERO;
                         for _ in 0..n {
+                            if stopped() {
+                                break;
+                            }
                             let (next, d) = engine.device().timed(|| {
                                 let logits = engine.decode(&mut session, token).map_err(to_rt)?;
                                 Ok(argmax(&logits))
@@ -527,6 +548,11 @@ pub fn run(
                         }
                     }
                 };
+                if stopped() {
+                    // A run cut short is not a measurement.
+                    report.interrupted = true;
+                    break;
+                }
                 samples.push(sample);
                 progress(Progress::Step(format!(
                     "{}: {}",
@@ -535,8 +561,12 @@ pub fn run(
                 )));
             }
             let measured: Vec<&Sample> = samples.iter().filter(|s| !s.warmup).collect();
-            let tps = Summary::of(&measured.iter().map(|s| s.tokens_per_s).collect::<Vec<_>>())
-                .expect("at least one repetition");
+            let Some(tps) =
+                Summary::of(&measured.iter().map(|s| s.tokens_per_s).collect::<Vec<_>>())
+            else {
+                // Interrupted before a measured repetition of this test.
+                break;
+            };
             let ttft = Summary::of(&measured.iter().filter_map(|s| s.ttft_s).collect::<Vec<_>>());
             let mut lat: Vec<f64> = measured
                 .iter()
@@ -587,6 +617,9 @@ pub fn run(
         run.device_memory_bytes = engine.device().memory_in_use();
         run.info = Some(info);
         report.devices.push(run);
+        if report.interrupted {
+            break;
+        }
     }
     Ok(report)
 }

@@ -80,6 +80,9 @@ impl BenchReport {
             }
         }
         s.push('\n');
+        if self.interrupted {
+            s.push_str("- interrupted: only the runs completed before the stop are reported\n");
+        }
         for run in self.devices.iter().filter(|r| r.skipped.is_none()) {
             let _ = write!(
                 s,

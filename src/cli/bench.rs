@@ -70,6 +70,9 @@ pub struct BenchArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "md")]
     output: Output,
+    /// Write the report (in the --output format) to this file instead of stdout, atomically.
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Also write an SVG chart comparing the devices.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -124,6 +127,9 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
     if let Some(path) = &a.plot {
         check_writable(path).map_err(|e| anyhow::anyhow!("--plot: {e}"))?;
     }
+    if let Some(path) = &a.out {
+        check_writable(path).map_err(|e| anyhow::anyhow!("--out: {e}"))?;
+    }
     let options = BenchOptions {
         model: a.model.clone(),
         devices: a.devices.clone(),
@@ -146,6 +152,7 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         instance: a.instance.clone(),
         price_overrides,
         seed: a.seed,
+        stop: Some(super::interrupt::flag()),
     };
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -167,7 +174,15 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         Output::Json => report.json() + "\n",
         Output::Jsonl => report.jsonl(),
     };
-    std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
+    match &a.out {
+        // The whole report at once, through a temporary file renamed into place: an
+        // interrupted or failed run never leaves a half-written file.
+        Some(path) => {
+            write_atomically(path, &text).map_err(|e| anyhow::anyhow!("--out: {e}"))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?,
+    }
     if switchyard::candle::profile::enabled() {
         eprintln!(
             "per-op time (SWITCHYARD_PROFILE), all devices and runs:\n{}",

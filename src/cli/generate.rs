@@ -222,6 +222,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             if stream && (stdout.write_all(text.as_bytes()).is_err() || stdout.flush().is_err()) {
                 return ControlFlow::Break(());
             }
+            if super::interrupt::requested() {
+                return ControlFlow::Break(());
+            }
             ControlFlow::Continue(())
         },
     )?;
@@ -235,6 +238,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             "the context limit of {} tokens was reached",
             engine.max_context()
         ),
+        StopReason::Cancelled if super::interrupt::requested() => {
+            "interrupted (Ctrl-C)".to_string()
+        }
         StopReason::Cancelled => "output closed".to_string(),
     };
     match a.format {
@@ -269,6 +275,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
                 "generated_ids": out.generated_ids,
                 "text": out.text,
                 "stop_reason": out.stop_reason,
+                "interrupted": super::interrupt::requested(),
                 "seed": sampling.seed,
                 "timings": {
                     "load_ms": load_ms,

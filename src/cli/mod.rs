@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod compile;
 pub mod generate;
+pub mod interrupt;
 pub mod quantize;
 
 use anyhow::{bail, Result};
