@@ -116,6 +116,22 @@ pub enum Error {
         /// The status's name.
         name: String,
     },
+    /// A device allocation failed for lack of device memory.
+    #[error(
+        "{device}: out of device memory: {call} of {requested} bytes for {what} failed ({detail})"
+    )]
+    DeviceOutOfMemory {
+        /// The device.
+        device: String,
+        /// The library function.
+        call: String,
+        /// Bytes asked for.
+        requested: u64,
+        /// What the memory was for.
+        what: String,
+        /// The status returned and the device's memory use when it failed, as far as known.
+        detail: String,
+    },
     /// A backend library reported an error.
     #[error("{device}: {message}")]
     Backend {

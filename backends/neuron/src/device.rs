@@ -11,7 +11,7 @@ use switchyard_neuron_sys::NrtVncMemoryStats;
 use switchyard_runtime::artifact::{EmulationArtifact, IoNames};
 use switchyard_runtime::{
     bind_args, ArgSource, CompileOptions, DType, Device, DeviceInfo, Error, ExecuteArgs, Graph,
-    HostTensor, Result, ShapeSupport, Signature,
+    HostTensor, Result, ShapeSupport, Signature, WeightPlan,
 };
 
 /// One NeuronCore. Its graphs must have fixed shapes (bind symbolic dimensions to bucket sizes
@@ -25,6 +25,15 @@ pub struct NeuronDevice {
     vnc: i32,
     info: DeviceInfo,
     cache: CompileCache,
+    /// Set when a call reported a hardware or unrecoverable execution error: the core needs a
+    /// reset, so every later call is refused with the reason instead of trusting its results.
+    unusable: std::sync::Mutex<Option<String>>,
+}
+
+/// Statuses after which a NeuronCore cannot be trusted until it is reset: hardware errors and
+/// an execution unit in an unrecoverable state.
+fn fatal_status(code: i64) -> bool {
+    matches!(code, 6 | 101 | 1200..=1206)
 }
 
 impl std::fmt::Debug for NeuronDevice {
@@ -140,6 +149,7 @@ impl NeuronDevice {
             vnc,
             info,
             cache,
+            unusable: std::sync::Mutex::new(None),
         })
     }
 
@@ -174,13 +184,60 @@ impl NeuronDevice {
     }
 
     fn tensor(&self, bytes: usize, label: &str) -> Result<Arc<NrtTensorHandle>> {
-        Ok(Arc::new(NrtTensorHandle::allocate(
-            &self.rt,
-            self.name(),
-            self.vnc,
-            bytes,
-            label,
-        )?))
+        match NrtTensorHandle::allocate(&self.rt, self.name(), self.vnc, bytes, label) {
+            Ok(t) => Ok(Arc::new(t)),
+            // RESOURCE from an allocation is device memory running out: say how much was asked
+            // for, for what, and how much is in use.
+            Err(Error::DeviceCall {
+                device,
+                call,
+                code: code @ 4,
+                name,
+            }) => {
+                let usage = match (self.memory_in_use(), self.info.memory_total) {
+                    (Some(u), Some(l)) => format!("; {u} of {l} bytes of device memory in use"),
+                    (Some(u), None) => format!("; {u} bytes of device memory in use"),
+                    (None, Some(l)) => format!("; the device has {l} bytes"),
+                    (None, None) => String::new(),
+                };
+                Err(Error::DeviceOutOfMemory {
+                    device,
+                    call,
+                    requested: bytes as u64,
+                    what: label.to_string(),
+                    detail: format!("status {code} {name}{usage}"),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Refuses work once the core was reported broken.
+    fn usable(&self) -> Result<()> {
+        let why = self.unusable.lock().unwrap_or_else(|p| p.into_inner());
+        match why.as_ref() {
+            Some(why) => Err(Error::DeviceUnavailable {
+                device: self.info.display_name(),
+                reason: format!(
+                    "unusable after {why}: the NeuronCore needs a reset (reopen the device in a new process)"
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Passes `r` through, remembering a fatal status so later calls are refused.
+    fn watch<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(Error::DeviceCall {
+            call, code, name, ..
+        }) = &r
+        {
+            if fatal_status(*code) {
+                *self.unusable.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("{call} returned status {code} ({name})"));
+            }
+        }
+        r
     }
 
     /// Checks a loaded model's inputs and outputs against the names and byte sizes `sig` implies.
@@ -280,15 +337,10 @@ impl NeuronDevice {
     }
 }
 
-impl Device for NeuronDevice {
-    type Buffer = NeuronBuffer;
-    type Executable = NeuronExecutable;
-
-    fn info(&self) -> &DeviceInfo {
-        &self.info
-    }
-
-    fn allocate(&self, dtype: DType, dims: &[usize]) -> Result<NeuronBuffer> {
+/// The device operations, before the usability check and fatal-status tracking of the
+/// `Device` implementation.
+impl NeuronDevice {
+    fn allocate_unchecked(&self, dtype: DType, dims: &[usize]) -> Result<NeuronBuffer> {
         let bytes = dtype.storage_bytes(dims.iter().product());
         let tensor = self.tensor(bytes, "buffer")?;
         tensor.memset(0)?;
@@ -299,8 +351,13 @@ impl Device for NeuronDevice {
         })
     }
 
-    fn upload(&self, host: &HostTensor) -> Result<NeuronBuffer> {
-        let tensor = self.tensor(host.as_bytes().len(), "upload")?;
+    fn upload_unchecked(&self, host: &HostTensor) -> Result<NeuronBuffer> {
+        self.upload_labelled(host, "upload")
+    }
+
+    /// Uploads `host` into a new tensor named `label` (the name libnrt and error messages show).
+    fn upload_labelled(&self, host: &HostTensor, label: &str) -> Result<NeuronBuffer> {
+        let tensor = self.tensor(host.as_bytes().len(), label)?;
         tensor.write(host.as_bytes(), 0)?;
         Ok(NeuronBuffer {
             tensor,
@@ -309,14 +366,14 @@ impl Device for NeuronDevice {
         })
     }
 
-    fn download(&self, buffer: &NeuronBuffer) -> Result<HostTensor> {
-        HostTensor::new(buffer.dtype, &buffer.dims, buffer.tensor.read()?)
-    }
-
     /// Compiles once per graph: the result is kept in the on-disk compile cache keyed by the
     /// graph's fingerprint, the options and the runtime version; a cached entry that does not
     /// check out is rebuilt, not trusted.
-    fn compile(&self, graph: &Graph, options: &CompileOptions) -> Result<NeuronExecutable> {
+    fn compile_unchecked(
+        &self,
+        graph: &Graph,
+        options: &CompileOptions,
+    ) -> Result<NeuronExecutable> {
         let fingerprint = graph.fingerprint();
         let key = crate::cache::key(&fingerprint, &format!("{options:?}"), &self.rt.version);
         if !self.rt.emulated {
@@ -338,7 +395,11 @@ impl Device for NeuronDevice {
         })
     }
 
-    fn load_artifact(&self, artifact: &[u8], expected: &Signature) -> Result<NeuronExecutable> {
+    fn load_artifact_unchecked(
+        &self,
+        artifact: &[u8],
+        expected: &Signature,
+    ) -> Result<NeuronExecutable> {
         let model = NrtModelHandle::load(&self.rt, self.name(), self.vnc, artifact)?;
         let names = IoNames::of_signature(expected);
         self.check_io(&model, expected, &names)?;
@@ -350,7 +411,7 @@ impl Device for NeuronDevice {
         })
     }
 
-    fn execute(
+    fn execute_unchecked(
         &self,
         exe: &NeuronExecutable,
         mut args: ExecuteArgs<'_, NeuronBuffer>,
@@ -383,6 +444,70 @@ impl Device for NeuronDevice {
         }
         exe.model.execute(&inputs, &outputs)?;
         Ok(results)
+    }
+}
+
+impl Device for NeuronDevice {
+    type Buffer = NeuronBuffer;
+    type Executable = NeuronExecutable;
+
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    fn allocate(&self, dtype: DType, dims: &[usize]) -> Result<NeuronBuffer> {
+        self.usable()?;
+        self.watch(self.allocate_unchecked(dtype, dims))
+    }
+
+    fn upload(&self, host: &HostTensor) -> Result<NeuronBuffer> {
+        self.usable()?;
+        self.watch(self.upload_unchecked(host))
+    }
+
+    /// Weights are uploaded under their own names, so a failure (device memory running out)
+    /// names the weight.
+    fn upload_weights(
+        &self,
+        plans: &[WeightPlan],
+        fetch: &mut dyn FnMut(usize) -> Result<HostTensor>,
+    ) -> Result<Vec<NeuronBuffer>> {
+        self.usable()?;
+        let mut out = Vec::with_capacity(plans.len());
+        for (i, plan) in plans.iter().enumerate() {
+            let host = fetch(i)?;
+            out.push(self.watch(self.upload_labelled(&host, &format!("weight '{}'", plan.name)))?);
+        }
+        Ok(out)
+    }
+
+    fn download(&self, buffer: &NeuronBuffer) -> Result<HostTensor> {
+        self.usable()?;
+        self.watch(
+            buffer
+                .tensor
+                .read()
+                .and_then(|b| HostTensor::new(buffer.dtype, &buffer.dims, b)),
+        )
+    }
+
+    fn compile(&self, graph: &Graph, options: &CompileOptions) -> Result<NeuronExecutable> {
+        self.usable()?;
+        self.watch(self.compile_unchecked(graph, options))
+    }
+
+    fn load_artifact(&self, artifact: &[u8], expected: &Signature) -> Result<NeuronExecutable> {
+        self.usable()?;
+        self.watch(self.load_artifact_unchecked(artifact, expected))
+    }
+
+    fn execute(
+        &self,
+        exe: &NeuronExecutable,
+        args: ExecuteArgs<'_, NeuronBuffer>,
+    ) -> Result<Vec<NeuronBuffer>> {
+        self.usable()?;
+        self.watch(self.execute_unchecked(exe, args))
     }
 
     fn synchronize(&self) -> Result<()> {

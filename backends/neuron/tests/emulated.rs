@@ -295,7 +295,7 @@ fn lifecycle_has_no_leaks() {
 #[test]
 fn every_injected_fault_surfaces_as_a_typed_error() {
     let _g = serial();
-    let dev = device(0);
+    let mut dev = device(0);
     let rt = dev.runtime().clone();
     let graph = kv_graph();
     let cases: &[(&str, u32, &str)] = &[
@@ -337,7 +337,28 @@ fn every_injected_fault_surfaces_as_a_typed_error() {
             }) => {
                 assert_eq!((c.as_str(), k, n.as_str()), (call, code as i64, name));
             }
+            // Device memory running out is reported with the sizes.
+            Err(Error::DeviceOutOfMemory {
+                call: c, detail, ..
+            }) if call == "nrt_tensor_allocate" && code == 4 => {
+                assert_eq!(c, call);
+                assert!(detail.starts_with("status 4 RESOURCE"), "{detail}");
+            }
             other => panic!("{call}:{code}: expected a typed error, got {other:?}"),
+        }
+        if matches!(code, 6 | 101) {
+            // A hardware or unrecoverable execution error makes the core unusable: later calls
+            // are refused with the reason, and a fresh device is needed.
+            let err = dev
+                .compile(&graph, &Default::default())
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("unusable after") && err.contains(call) && err.contains(name),
+                "{err}"
+            );
+            dev = device(0);
         }
         // After the fault, the device works again and nothing leaked.
         let exe = dev.compile(&graph, &Default::default()).unwrap();
@@ -366,7 +387,14 @@ fn out_of_device_memory_is_reported() {
         .map(|_| ())
         .unwrap_err();
     assert!(
-        matches!(&err, Error::DeviceCall { call, name, .. } if call == "nrt_tensor_allocate" && name == "RESOURCE"),
+        matches!(&err, Error::DeviceOutOfMemory { call, requested, .. }
+            if call == "nrt_tensor_allocate" && *requested == limit + 1),
         "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("{} bytes", limit + 1))
+            && text.contains(&format!("of {limit} bytes")),
+        "{text}"
     );
 }
