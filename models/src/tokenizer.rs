@@ -18,10 +18,18 @@ impl std::fmt::Debug for Tokenizer {
 impl Tokenizer {
     /// Loads `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Tokenizer> {
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer {
+        let err = |message: String| ModelError::Tokenizer {
             file: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        // Parsed as JSON first, then built from the parsed value: the tokenizers crate panics on
+        // some malformed text inside nested objects (a syntax error or an invalid escape in the
+        // decoder) instead of returning an error; from a parsed value those cannot occur.
+        let json: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| err(format!("not valid JSON: {e}")))?;
+        let inner: tokenizers::Tokenizer =
+            serde_json::from_value(json).map_err(|e| err(e.to_string()))?;
         Ok(Tokenizer {
             inner,
             file: path.to_path_buf(),
@@ -113,5 +121,36 @@ impl TextStream<'_> {
             file: self.file.to_path_buf(),
             message: e.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    /// Found by fuzz/run.sh (tokenizer_files): a syntax error, or an escape that is not a
+    /// Unicode code point, inside the `decoder` object made the tokenizers crate panic
+    /// ("Helper") instead of returning an error.
+    #[test]
+    fn malformed_text_inside_the_decoder_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        for decoder in [r#"{"type":"ByteLevel" "x":1}"#, r#"{"type":"\ud800"}"#] {
+            std::fs::write(
+                &path,
+                format!(
+                    r#"{{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,"pre_tokenizer":null,"post_processor":null,"decoder":{decoder},"model":{{"type":"BPE","vocab":{{}},"merges":[]}}}}"#
+                ),
+            )
+            .unwrap();
+            let e = Tokenizer::from_file(&path)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("tokenizer.json") && e.contains("JSON"),
+                "{decoder}: {e}"
+            );
+        }
     }
 }

@@ -114,7 +114,14 @@ impl PartialEq for HostTensor {
 }
 
 fn check_layout(dtype: DType, dims: &[usize], len: usize) -> Result<()> {
-    let numel: usize = dims.iter().product();
+    // Checked: dimensions from a file may multiply past usize, and a wrapped product could
+    // match a short buffer.
+    let numel = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| {
+            Error::InvalidTensor(format!("{dtype} tensor {dims:?}: too many elements"))
+        })?;
     if dtype.is_quantized() {
         let last = dims.last().copied().unwrap_or(1);
         if last % dtype.block_len() != 0 {
@@ -124,7 +131,9 @@ fn check_layout(dtype: DType, dims: &[usize], len: usize) -> Result<()> {
             )));
         }
     }
-    let expected = dtype.storage_bytes(numel);
+    let expected = (numel / dtype.block_len())
+        .checked_mul(dtype.block_bytes())
+        .ok_or_else(|| Error::InvalidTensor(format!("{dtype} tensor {dims:?}: too many bytes")))?;
     if expected != len {
         return Err(Error::InvalidTensor(format!(
             "{dtype} tensor {dims:?} needs {expected} bytes, got {len}"
@@ -427,6 +436,20 @@ impl<'de> Deserialize<'de> for HostTensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzz/run.sh (emulation_artifact): dimensions whose product overflows usize made
+    /// the layout check overflow (and, wrapped in a release build, could match a short buffer).
+    #[test]
+    fn dimensions_whose_product_overflows_are_refused() {
+        let huge = 1usize << 62;
+        for dims in [[huge, 4], [huge, 5]] {
+            let e = HostTensor::new(DType::F32, &dims, vec![0; 16]).unwrap_err();
+            assert!(e.to_string().contains("too many"), "{e}");
+        }
+        // 2^62 elements of f32 are 2^64 bytes: the byte count overflows too.
+        let e = HostTensor::new(DType::F32, &[huge], vec![]).unwrap_err();
+        assert!(e.to_string().contains("too many"), "{e}");
+    }
 
     #[test]
     fn conversions() {

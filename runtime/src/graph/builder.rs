@@ -401,7 +401,9 @@ fn infer(op: &Op, specs: &[&TensorSpec]) -> Result<TensorSpec> {
             for s in specs {
                 let same_elsewhere = s.shape.rank() == rank
                     && (0..rank).all(|i| i == *axis || s.shape.dim(i) == specs[0].shape.dim(i));
-                let along = (*axis < rank).then(|| s.shape.dim(*axis).fixed()).flatten();
+                let along = (*axis < rank && s.shape.rank() == rank)
+                    .then(|| s.shape.dim(*axis).fixed())
+                    .flatten();
                 match (same_elsewhere, along) {
                     (true, Some(n)) => total += n,
                     _ => {
@@ -999,6 +1001,17 @@ mod tests {
 
     fn f32s(dims: &[usize]) -> TensorSpec {
         TensorSpec::new(DType::F32, Shape::fixed(dims))
+    }
+
+    /// Found by fuzz/run.sh (emulation_artifact): concatenating operands of different ranks
+    /// indexed past the shorter shape instead of reporting the mismatch.
+    #[test]
+    fn concat_of_different_ranks_is_an_error() {
+        let mut b = GraphBuilder::new("t");
+        let x = b.input("x", f32s(&[2, 3])).unwrap();
+        let y = b.input("y", f32s(&[2])).unwrap();
+        let err = b.concat(&[x, y], 1).unwrap_err().to_string();
+        assert!(err.contains("concat") && err.contains("agree"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,24 @@
+//! `tokenizer.json` and `tokenizer_config.json` with arbitrary bytes (the input split at its first
+//! NUL): loading them, and encoding and decoding with a tokenizer that loads.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use switchyard_models::{Tokenizer, TokenizerConfig};
+
+fuzz_target!(|data: &[u8]| {
+    let (tok, cfg) = match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tok_path = dir.path().join("tokenizer.json");
+    let cfg_path = dir.path().join("tokenizer_config.json");
+    std::fs::write(&tok_path, tok).unwrap();
+    std::fs::write(&cfg_path, cfg).unwrap();
+    if let Ok(t) = Tokenizer::from_file(&tok_path) {
+        if let Ok(ids) = t.encode("Hello, world! Ünïcödé 🚂", true) {
+            let _ = t.decode(&ids, false);
+        }
+        let _ = t.decode(&[0, 1, 2, u32::MAX], true);
+    }
+    let _ = TokenizerConfig::from_file(&cfg_path);
+});
