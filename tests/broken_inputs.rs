@@ -289,6 +289,18 @@ const CORPUS: &[Entry] = &[
         expect: &["chat template"],
     },
     Entry {
+        name: "chat template that would loop for ever",
+        make: |d| {
+            edit_json(&d.join("tokenizer_config.json"), |c| {
+                c["chat_template"] =
+                    "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}".into();
+            });
+            d.to_path_buf()
+        },
+        args: &["--chat", "--prompt", "Hello", "--max-new-tokens", "2"],
+        expect: &["chat template", "fuel"],
+    },
+    Entry {
         name: "prompt longer than the context",
         make: |d| {
             copy_fixture(d);

@@ -90,6 +90,9 @@ impl TokenizerConfig {
             .as_deref()
             .ok_or_else(|| err("this model has no chat_template".into()))?;
         let mut env = minijinja::Environment::new();
+        // Templates come with downloaded models: a bounded amount of work, so a hostile or broken
+        // one fails instead of hanging (real chat templates use a few thousand units).
+        env.set_fuel(Some(TEMPLATE_FUEL));
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
@@ -116,9 +119,29 @@ impl TokenizerConfig {
     }
 }
 
+/// Instructions a chat template may execute per rendering.
+const TEMPLATE_FUEL: u64 = 5_000_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_template_that_would_run_for_ever_is_stopped() {
+        let t = config(
+            "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
+        );
+        let start = std::time::Instant::now();
+        let e = t
+            .render_chat(&[ChatMessage::new("user", "hi")], true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tokenizer_config.json") && e.contains("fuel"),
+            "{e}"
+        );
+        assert!(start.elapsed().as_secs() < 10);
+    }
 
     fn config(template: &str) -> TokenizerConfig {
         TokenizerConfig {
