@@ -178,17 +178,9 @@ pub(crate) fn masked_softmax(
         };
         let src = &storage.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + n];
         let rows = n / tk.max(1);
-        let pool = candle_core::utils::barrier_pool();
-        let per = rows.div_ceil((pool.n_workers() + 1) * 4).max(1);
-        let work: std::sync::Mutex<Vec<(usize, &mut [f32])>> = std::sync::Mutex::new(
-            out.chunks_mut(per * tk)
-                .enumerate()
-                .map(|(i, c)| (i * per, c))
-                .collect(),
-        );
-        pool.execute(|_| loop {
-            let next = work.lock().map(|mut w| w.pop()).unwrap_or(None);
-            let Some((first, chunk)) = next else { break };
+        let per = rows.div_ceil(super::worker_threads() * 4).max(1);
+        super::par_chunks_mut(&mut out, per * tk, |i, chunk| {
+            let first = i * per;
             chunk.copy_from_slice(&src[first * tk..first * tk + chunk.len()]);
             softmax_rows(chunk, first, &ranges, tk, a.scale, a.softcap);
         });

@@ -7,7 +7,6 @@
 
 use super::gemm::PANEL;
 use super::packed::PackedMatrix;
-use std::sync::Mutex;
 
 /// Dot product with four independent accumulators of `L` lanes (vectorized by the compiler to
 /// the instruction set of the calling function).
@@ -59,25 +58,16 @@ fn rows_best(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
 pub(crate) fn gemv(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
     let n = y.len();
     debug_assert!(x.len() == k && w.len() >= n * k);
-    let pool = candle_core::utils::barrier_pool();
-    let threads = pool.n_workers() + 1;
+    let threads = super::worker_threads();
     // Below ~64 KiB of weights, waking the other threads costs more than it saves.
     if threads == 1 || n * k < 16 * 1024 {
         rows_best(x, &w[..n * k], k, y);
         return;
     }
     let chunk = n.div_ceil(threads);
-    let parts: Mutex<Vec<(usize, &mut [f32])>> = Mutex::new(
-        y.chunks_mut(chunk)
-            .enumerate()
-            .map(|(i, c)| (i * chunk, c))
-            .collect(),
-    );
-    pool.execute(|_| {
-        let part = parts.lock().map(|mut p| p.pop()).unwrap_or(None);
-        if let Some((start, out)) = part {
-            rows_best(x, &w[start * k..(start + out.len()) * k], k, out);
-        }
+    super::par_chunks_mut(y, chunk, |i, out| {
+        let start = i * chunk;
+        rows_best(x, &w[start * k..(start + out.len()) * k], k, out);
     });
 }
 
@@ -149,26 +139,13 @@ fn panels_best(x: &[f32], w: &PackedMatrix, first: usize, y: &mut [f32]) {
 /// worker threads.
 pub(crate) fn gemv_packed(x: &[f32], w: &PackedMatrix, y: &mut [f32]) {
     debug_assert!(x.len() == w.k() && y.len() == w.n());
-    let pool = candle_core::utils::barrier_pool();
-    let threads = pool.n_workers() + 1;
-    let panels = w.panels();
+    let threads = super::worker_threads();
     if threads == 1 || w.n() * w.k() < 16 * 1024 {
         panels_best(x, w, 0, y);
         return;
     }
-    let per = panels.div_ceil(threads);
-    let parts: Mutex<Vec<(usize, &mut [f32])>> = Mutex::new(
-        y.chunks_mut(per * PANEL)
-            .enumerate()
-            .map(|(i, c)| (i * per, c))
-            .collect(),
-    );
-    pool.execute(|_| {
-        let part = parts.lock().map(|mut p| p.pop()).unwrap_or(None);
-        if let Some((first, out)) = part {
-            panels_best(x, w, first, out);
-        }
-    });
+    let per = w.panels().div_ceil(threads);
+    super::par_chunks_mut(y, per * PANEL, |i, out| panels_best(x, w, i * per, out));
 }
 
 #[cfg(test)]

@@ -8,3 +8,19 @@ pub(crate) mod gemv;
 pub(crate) mod math;
 pub mod packed;
 pub(crate) mod quant;
+
+/// Threads of candle's CPU worker pool, the calling thread included.
+pub(crate) fn worker_threads() -> usize {
+    candle_core::utils::barrier_pool().n_workers() + 1
+}
+
+/// Runs `f(i, part)` for every part `i` of `out.chunks_mut(chunk)` on candle's CPU worker
+/// threads (each takes parts until none is left) and returns when all are done.
+pub(crate) fn par_chunks_mut(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let parts = std::sync::Mutex::new(out.chunks_mut(chunk.max(1)).enumerate().collect::<Vec<_>>());
+    candle_core::utils::barrier_pool().execute(|_| loop {
+        let next = parts.lock().map(|mut p| p.pop()).unwrap_or(None);
+        let Some((i, part)) = next else { break };
+        f(i, part);
+    });
+}

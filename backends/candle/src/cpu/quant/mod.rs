@@ -13,7 +13,6 @@ pub(crate) mod dequant;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod dot;
 
-use std::sync::Mutex;
 use switchyard_runtime::DType;
 
 /// A `[n, k]` block-quantized matrix as stored: `n` rows of `k / block_len` blocks.
@@ -70,26 +69,14 @@ pub(crate) fn gemv(x: &[f32], w: &QuantMatrix<'_>, y: &mut [f32]) -> bool {
         }
         assert!(x.len() == w.k && y.len() == w.n && w.k.is_multiple_of(32));
         let a = act::quantize(x);
-        let pool = candle_core::utils::barrier_pool();
-        let threads = pool.n_workers() + 1;
+        let threads = super::worker_threads();
         // Small matrices are not worth waking the other threads for.
         if threads == 1 || w.bytes.len() < 32 * 1024 {
             dot::dot_rows(w, &a, 0, y);
             return true;
         }
         let chunk = w.n.div_ceil(threads);
-        let parts: Mutex<Vec<(usize, &mut [f32])>> = Mutex::new(
-            y.chunks_mut(chunk)
-                .enumerate()
-                .map(|(i, c)| (i * chunk, c))
-                .collect(),
-        );
-        pool.execute(|_| {
-            let part = parts.lock().map(|mut p| p.pop()).unwrap_or(None);
-            if let Some((first, out)) = part {
-                dot::dot_rows(w, &a, first, out);
-            }
-        });
+        super::par_chunks_mut(y, chunk, |i, out| dot::dot_rows(w, &a, i * chunk, out));
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
