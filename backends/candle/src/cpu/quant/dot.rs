@@ -98,23 +98,8 @@ unsafe fn act(a: &QActs, b: usize) -> __m256i {
     load(a.qs.as_ptr().add(b * 32) as *const u8)
 }
 
-#[inline(always)]
-unsafe fn row_q8_0<D: IntDot>(row: *const u8, nb: usize, a: &QActs) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for b in 0..nb {
-        let p = row.add(b * 34);
-        let w = load(p.add(2));
-        let x = act(a, b);
-        // |w| times x with w's sign: unsigned by signed, as the instruction takes them.
-        let prod = D::dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-        let scale = _mm256_set1_ps(f16_at(p) * a.d[b]);
-        acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(prod), acc);
-    }
-    hsum(acc)
-}
-
-/// `R` rows of Q8_0 at once: the activation block is loaded once for all of them and the `R`
-/// independent weight streams keep more loads in flight than one row does.
+/// `R` rows of Q8_0 at once (`R = 1` for a single row): the activation block is loaded once for
+/// all of them and the `R` independent weight streams keep more loads in flight than one row does.
 #[inline(always)]
 unsafe fn rows_q8_0<D: IntDot, const R: usize>(
     rows: [*const u8; R],
@@ -196,39 +181,6 @@ unsafe fn rows_q5_0<D: IntDot, const R: usize>(
         out[r] = hsum(acc[r]) - 16.0 * offset[r];
     }
     out
-}
-
-#[inline(always)]
-unsafe fn row_q4_0<D: IntDot>(row: *const u8, nb: usize, a: &QActs) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut offset = 0f32;
-    for b in 0..nb {
-        let p = row.add(b * 18);
-        let d = f16_at(p);
-        let prod = D::dot(nibbles(p.add(2)), act(a, b));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d[b]), _mm256_cvtepi32_ps(prod), acc);
-        // The stored values are q + 8.
-        offset += d * a.dsum[b];
-    }
-    hsum(acc) - 8.0 * offset
-}
-
-#[inline(always)]
-unsafe fn row_q5_0<D: IntDot>(row: *const u8, nb: usize, a: &QActs) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut offset = 0f32;
-    for b in 0..nb {
-        let p = row.add(b * 22);
-        let d = f16_at(p);
-        let qh = u32::from_le_bytes([*p.add(2), *p.add(3), *p.add(4), *p.add(5)]);
-        let high = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
-        let u = _mm256_or_si256(nibbles(p.add(6)), high);
-        let prod = D::dot(u, act(a, b));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d[b]), _mm256_cvtepi32_ps(prod), acc);
-        // The stored values are q + 16.
-        offset += d * a.dsum[b];
-    }
-    hsum(acc) - 16.0 * offset
 }
 
 /// The eight 6-bit (scale, minimum) pairs of a Q4_K super-block.
@@ -341,7 +293,7 @@ unsafe fn rows<D: IntDot>(w: &QuantMatrix<'_>, a: &QActs, first: usize, out: &mu
     let blocks = w.k / w.dtype.block_len();
     let base = w.bytes.as_ptr().add(first * row_bytes);
     let row_at = |i: usize| base.add(i * row_bytes);
-    // Four rows at a time where a multi-row kernel exists, the remainder one by one. (A match
+    // Eight rows at a time where a multi-row kernel exists, the remainder one by one. (A match
     // per group, not a function pointer, so the kernels inline into this target-feature body.)
     let mut done = 0;
     if matches!(w.dtype, DType::Q8_0 | DType::Q4_0 | DType::Q5_0) {
@@ -359,9 +311,9 @@ unsafe fn rows<D: IntDot>(w: &QuantMatrix<'_>, a: &QActs, first: usize, out: &mu
     for (i, y) in out.iter_mut().enumerate().skip(done) {
         let row = w.bytes.as_ptr().add((first + i) * row_bytes);
         *y = match w.dtype {
-            DType::Q8_0 => row_q8_0::<D>(row, blocks, a),
-            DType::Q4_0 => row_q4_0::<D>(row, blocks, a),
-            DType::Q5_0 => row_q5_0::<D>(row, blocks, a),
+            DType::Q8_0 => rows_q8_0::<D, 1>([row], blocks, a)[0],
+            DType::Q4_0 => rows_q4_0::<D, 1>([row], blocks, a)[0],
+            DType::Q5_0 => rows_q5_0::<D, 1>([row], blocks, a)[0],
             DType::Q4K => row_q4_k::<D>(row, blocks, a),
             DType::Q6K => row_q6_k::<D>(row, blocks, a),
             other => unreachable!("{other} has no integer kernel (see `supported`)"),
