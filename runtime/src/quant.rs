@@ -13,30 +13,58 @@ fn f16_at(b: &[u8], at: usize) -> f32 {
 
 /// Dequantizes `bytes` (whole blocks of `dtype`) to f32 values.
 pub fn dequantize(dtype: DType, bytes: &[u8]) -> Result<Vec<f32>> {
-    let bb = dtype.block_bytes();
-    if !dtype.is_quantized() || !bytes.len().is_multiple_of(bb) {
+    let mut out = vec![0f32; bytes.len() / dtype.block_bytes() * dtype.block_len()];
+    dequantize_into(dtype, bytes, &mut out)?;
+    Ok(out)
+}
+
+/// Dequantizes `bytes` (whole blocks of `dtype`) into `out`, which must hold exactly as many
+/// values as the blocks do (backends use it on weight slices without allocating).
+pub fn dequantize_into(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+    let (bb, bl) = (dtype.block_bytes(), dtype.block_len());
+    if !dtype.is_quantized()
+        || !bytes.len().is_multiple_of(bb)
+        || bytes.len() / bb * bl != out.len()
+    {
         return Err(Error::InvalidTensor(format!(
-            "cannot dequantize {} bytes as {dtype}",
-            bytes.len()
+            "cannot dequantize {} bytes as {dtype} into {} values",
+            bytes.len(),
+            out.len()
         )));
     }
-    let mut out = Vec::with_capacity(bytes.len() / bb * dtype.block_len());
-    for block in bytes.chunks_exact(bb) {
-        match dtype {
-            DType::Q4_0 => q4_0(block, &mut out),
-            DType::Q4_1 => q4_1(block, &mut out),
-            DType::Q5_0 => q5_0(block, &mut out),
-            DType::Q5_1 => q5_1(block, &mut out),
-            DType::Q8_0 => q8_0(block, &mut out),
-            DType::Q2K => q2_k(block, &mut out),
-            DType::Q3K => q3_k(block, &mut out),
-            DType::Q4K => q4_k(block, &mut out),
-            DType::Q5K => q5_k(block, &mut out),
-            DType::Q6K => q6_k(block, &mut out),
-            _ => unreachable!("checked is_quantized above"),
+    let block: fn(&[u8], &mut [f32]) = match dtype {
+        DType::Q4_0 => q4_0,
+        DType::Q4_1 => q4_1,
+        DType::Q5_0 => q5_0,
+        DType::Q5_1 => q5_1,
+        DType::Q8_0 => q8_0,
+        DType::Q2K => q2_k,
+        DType::Q3K => q3_k,
+        DType::Q4K => q4_k,
+        DType::Q5K => q5_k,
+        DType::Q6K => q6_k,
+        _ => unreachable!("checked is_quantized above"),
+    };
+    for (b, o) in bytes.chunks_exact(bb).zip(out.chunks_exact_mut(bl)) {
+        block(b, o);
+    }
+    Ok(())
+}
+
+/// Sequential writes into one block's values.
+struct Writer<'a>(&'a mut [f32], usize);
+
+impl Writer<'_> {
+    fn push(&mut self, v: f32) {
+        self.0[self.1] = v;
+        self.1 += 1;
+    }
+
+    fn extend(&mut self, values: impl IntoIterator<Item = f32>) {
+        for v in values {
+            self.push(v);
         }
     }
-    Ok(out)
 }
 
 /// Byte offsets of the f16 scale fields in one block of `dtype` (used to generate valid random
@@ -54,57 +82,57 @@ pub fn scale_offsets(dtype: DType) -> &'static [usize] {
 }
 
 // Q4_0: d (f16), qs[16]; element j = low nibble of qs[j], element j+16 = high nibble; minus 8.
-fn q4_0(b: &[u8], out: &mut Vec<f32>) {
+fn q4_0(b: &[u8], out: &mut [f32]) {
     let d = f16_at(b, 0);
-    let qs = &b[2..18];
-    let lo = qs.iter().map(|q| ((q & 0x0F) as i32 - 8) as f32 * d);
-    let hi = qs.iter().map(|q| ((q >> 4) as i32 - 8) as f32 * d);
-    out.extend(lo.chain(hi));
+    let (lo, hi) = out.split_at_mut(16);
+    for ((l, h), &q) in lo.iter_mut().zip(hi.iter_mut()).zip(&b[2..18]) {
+        *l = ((q & 0x0F) as i32 - 8) as f32 * d;
+        *h = ((q >> 4) as i32 - 8) as f32 * d;
+    }
 }
 
 // Q4_1: d, m (f16), qs[16]; value = d * q + m.
-fn q4_1(b: &[u8], out: &mut Vec<f32>) {
+fn q4_1(b: &[u8], out: &mut [f32]) {
+    let mut w = Writer(out, 0);
     let (d, m) = (f16_at(b, 0), f16_at(b, 2));
     let qs = &b[4..20];
     let lo = qs.iter().map(|q| (q & 0x0F) as f32 * d + m);
     let hi = qs.iter().map(|q| (q >> 4) as f32 * d + m);
-    out.extend(lo.chain(hi));
+    w.extend(lo.chain(hi));
 }
 
 // Q5_0: d (f16), qh (u32: the fifth bit of each element), qs[16]; minus 16.
-fn q5_0(b: &[u8], out: &mut Vec<f32>) {
+fn q5_0(b: &[u8], out: &mut [f32]) {
     let d = f16_at(b, 0);
     let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-    let qs = &b[6..22];
-    let start = out.len();
-    out.resize(start + 32, 0.0);
-    for j in 0..16 {
-        let h0 = ((qh >> j) & 1) << 4;
-        let h1 = ((qh >> (j + 16)) & 1) << 4;
-        out[start + j] = ((((qs[j] & 0x0F) as u32) | h0) as i32 - 16) as f32 * d;
-        out[start + j + 16] = ((((qs[j] >> 4) as u32) | h1) as i32 - 16) as f32 * d;
+    let (lo, hi) = out.split_at_mut(16);
+    for (j, ((l, h), &q)) in lo.iter_mut().zip(hi.iter_mut()).zip(&b[6..22]).enumerate() {
+        let h0 = (((qh >> j) & 1) << 4) as i32;
+        let h1 = (((qh >> (j + 16)) & 1) << 4) as i32;
+        *l = (((q & 0x0F) as i32 | h0) - 16) as f32 * d;
+        *h = (((q >> 4) as i32 | h1) - 16) as f32 * d;
     }
 }
 
 // Q5_1: d, m (f16), qh (u32), qs[16]; value = d * q + m.
-fn q5_1(b: &[u8], out: &mut Vec<f32>) {
+fn q5_1(b: &[u8], out: &mut [f32]) {
     let (d, m) = (f16_at(b, 0), f16_at(b, 2));
     let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
     let qs = &b[8..24];
-    let start = out.len();
-    out.resize(start + 32, 0.0);
     for j in 0..16 {
         let h0 = ((qh >> j) & 1) << 4;
         let h1 = ((qh >> (j + 16)) & 1) << 4;
-        out[start + j] = (((qs[j] & 0x0F) as u32) | h0) as f32 * d + m;
-        out[start + j + 16] = (((qs[j] >> 4) as u32) | h1) as f32 * d + m;
+        out[j] = (((qs[j] & 0x0F) as u32) | h0) as f32 * d + m;
+        out[j + 16] = (((qs[j] >> 4) as u32) | h1) as f32 * d + m;
     }
 }
 
 // Q8_0: d (f16), qs[32] (i8).
-fn q8_0(b: &[u8], out: &mut Vec<f32>) {
+fn q8_0(b: &[u8], out: &mut [f32]) {
     let d = f16_at(b, 0);
-    out.extend(b[2..34].iter().map(|&q| (q as i8) as f32 * d));
+    for (o, &q) in out.iter_mut().zip(&b[2..34]) {
+        *o = (q as i8) as f32 * d;
+    }
 }
 
 // The 6-bit scale and minimum of sub-block `j` packed in the 12-byte `scales` of Q4_K / Q5_K.
@@ -119,7 +147,8 @@ fn scale_min_k4(j: usize, s: &[u8]) -> (f32, f32) {
 }
 
 // Q2_K: scales[16] (low nibble scale, high nibble minimum), qs[64], d, dmin (f16).
-fn q2_k(b: &[u8], out: &mut Vec<f32>) {
+fn q2_k(b: &[u8], out: &mut [f32]) {
+    let mut w = Writer(out, 0);
     let scales = &b[0..16];
     let qs = &b[16..80];
     let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
@@ -133,7 +162,7 @@ fn q2_k(b: &[u8], out: &mut Vec<f32>) {
                 let dl = d * (sc & 0x0F) as f32;
                 let ml = dmin * (sc >> 4) as f32;
                 for &v in &q[part * 16..part * 16 + 16] {
-                    out.push(dl * ((v >> shift) & 3) as f32 - ml);
+                    w.push(dl * ((v >> shift) & 3) as f32 - ml);
                 }
             }
         }
@@ -141,7 +170,8 @@ fn q2_k(b: &[u8], out: &mut Vec<f32>) {
 }
 
 // Q3_K: hmask[32], qs[64], scales[12] (sixteen 6-bit scales, offset by 32), d (f16).
-fn q3_k(b: &[u8], out: &mut Vec<f32>) {
+fn q3_k(b: &[u8], out: &mut [f32]) {
+    let mut w = Writer(out, 0);
     let hmask = &b[0..32];
     let qs = &b[32..96];
     let raw = &b[96..108];
@@ -169,7 +199,7 @@ fn q3_k(b: &[u8], out: &mut Vec<f32>) {
                     let idx = part * 16 + l;
                     let low = ((q[idx] >> shift) & 3) as i32;
                     let sub = if hmask[idx] & m != 0 { 0 } else { 4 };
-                    out.push(dl * (low - sub) as f32);
+                    w.push(dl * (low - sub) as f32);
                 }
             }
             m <<= 1;
@@ -178,21 +208,25 @@ fn q3_k(b: &[u8], out: &mut Vec<f32>) {
 }
 
 // Q4_K: d, dmin (f16), scales[12], qs[128].
-fn q4_k(b: &[u8], out: &mut Vec<f32>) {
+fn q4_k(b: &[u8], out: &mut [f32]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let scales = &b[4..16];
-    let qs = &b[16..144];
     for chunk in 0..4 {
-        let q = &qs[chunk * 32..chunk * 32 + 32];
+        let q = &b[16 + chunk * 32..16 + chunk * 32 + 32];
         let (s1, m1) = scale_min_k4(2 * chunk, scales);
         let (s2, m2) = scale_min_k4(2 * chunk + 1, scales);
-        out.extend(q.iter().map(|v| d * s1 * (v & 0x0F) as f32 - dmin * m1));
-        out.extend(q.iter().map(|v| d * s2 * (v >> 4) as f32 - dmin * m2));
+        let (d1, o1, d2, o2) = (d * s1, dmin * m1, d * s2, dmin * m2);
+        let (lo, hi) = out[64 * chunk..64 * chunk + 64].split_at_mut(32);
+        for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(q) {
+            *l = d1 * (v & 0x0F) as f32 - o1;
+            *h = d2 * (v >> 4) as f32 - o2;
+        }
     }
 }
 
 // Q5_K: d, dmin (f16), scales[12], qh[32], qs[128].
-fn q5_k(b: &[u8], out: &mut Vec<f32>) {
+fn q5_k(b: &[u8], out: &mut [f32]) {
+    let mut w = Writer(out, 0);
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let scales = &b[4..16];
     let qh = &b[16..48];
@@ -204,25 +238,23 @@ fn q5_k(b: &[u8], out: &mut Vec<f32>) {
         let (u1, u2) = (1u8 << (2 * chunk), 2u8 << (2 * chunk));
         for l in 0..32 {
             let hi = if qh[l] & u1 != 0 { 16 } else { 0 };
-            out.push(d * s1 * ((q[l] & 0x0F) + hi) as f32 - dmin * m1);
+            w.push(d * s1 * ((q[l] & 0x0F) + hi) as f32 - dmin * m1);
         }
         for l in 0..32 {
             let hi = if qh[l] & u2 != 0 { 16 } else { 0 };
-            out.push(d * s2 * ((q[l] >> 4) + hi) as f32 - dmin * m2);
+            w.push(d * s2 * ((q[l] >> 4) + hi) as f32 - dmin * m2);
         }
     }
 }
 
 // Q6_K: ql[128], qh[64], scales[16] (i8), d (f16).
-fn q6_k(b: &[u8], out: &mut Vec<f32>) {
+fn q6_k(b: &[u8], out: &mut [f32]) {
     let d = f16_at(b, 208);
-    let start = out.len();
-    out.resize(start + 256, 0.0);
     for half in 0..2 {
         let ql = &b[half * 64..half * 64 + 64];
         let qh = &b[128 + half * 32..128 + half * 32 + 32];
         let sc = &b[192 + half * 8..192 + half * 8 + 8];
-        let y = &mut out[start + half * 128..start + half * 128 + 128];
+        let y = &mut out[half * 128..half * 128 + 128];
         for l in 0..32 {
             let is = l / 16;
             let q1 = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i32 - 32;

@@ -125,11 +125,12 @@ fn pack_b(rhs: Rhs<'_>, j0: usize, cols: usize, k0: usize, kc: usize, bp: &mut [
             let mut row = [0f32; KC];
             for j in 0..NR {
                 if j < cols {
-                    super::quant::dequant::dequantize_into(
+                    switchyard_runtime::quant::dequantize_into(
                         w.dtype,
                         w.row_range(j0 + j, k0, kc),
                         &mut row[..kc],
-                    );
+                    )
+                    .expect("weight row ranges are whole blocks");
                     for (kk, &v) in row[..kc].iter().enumerate() {
                         bp[kk * NR + j] = v;
                     }

@@ -9,7 +9,6 @@
 //! kernel ([`super::gemm`]), so the quantized product runs at the f32 kernel's speed.
 
 pub(crate) mod act;
-pub(crate) mod dequant;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod dot;
 
@@ -110,6 +109,35 @@ pub(crate) mod tests {
             }
         }
         out
+    }
+
+    /// The shared dequantization (interpreter and prompt path) agrees with candle's, an
+    /// independent implementation of the same block layouts, for every GGUF type.
+    #[test]
+    fn dequantization_agrees_with_candle_for_every_type() {
+        use candle_core::quantized::{QStorage, QTensor};
+        for dtype in switchyard_runtime::ALL_DTYPES
+            .into_iter()
+            .filter(|d| d.is_quantized())
+        {
+            let blocks = 4;
+            let bytes = random_blocks(dtype, blocks, 11);
+            let ours = switchyard_runtime::quant::dequantize(dtype, &bytes).unwrap();
+            let g = crate::buffer::to_ggml_dtype(dtype).unwrap();
+            let storage = QStorage::from_data(
+                std::borrow::Cow::Borrowed(&bytes),
+                &candle_core::Device::Cpu,
+                g,
+            )
+            .unwrap();
+            let theirs = QTensor::new(storage, (blocks * dtype.block_len(),))
+                .unwrap()
+                .dequantize(&candle_core::Device::Cpu)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_eq!(ours, theirs, "{dtype}");
+        }
     }
 
     #[test]
