@@ -37,7 +37,8 @@ impl std::fmt::Debug for Checkpoint {
     }
 }
 
-fn map_file(path: &Path) -> Result<Arc<Mmap>> {
+/// Memory-maps `path` read-only (the safetensors and GGUF loaders share it).
+pub(crate) fn map_file(path: &Path) -> Result<Arc<Mmap>> {
     let file = File::open(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
         source,

@@ -177,17 +177,7 @@ impl<'a> Cursor<'a> {
 impl GgufFile {
     /// Opens and parses `path`, memory-mapping it.
     pub fn open(path: &Path) -> Result<GgufFile> {
-        let file = std::fs::File::open(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        // SAFETY: the map is read-only and this process never writes to the file. As with every
-        // memory-mapped loader, another process truncating the file while it is mapped would fault.
-        let map = unsafe { Mmap::map(&file) }.map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(path, Arc::new(map))
+        Self::parse(path, crate::checkpoint::map_file(path)?)
     }
 
     fn parse(path: &Path, map: Arc<Mmap>) -> Result<GgufFile> {
