@@ -1,6 +1,6 @@
 //! Picking a device at run time from a string (`cpu`, `cuda:0`, `neuron:0`).
 
-use switchyard_candle::{CandleBuffer, CandleDevice, CandleExecutable};
+use switchyard_candle::{CandleBuffer, CandleDevice, CandleExecutable, CpuKernels};
 use switchyard_neuron::{NeuronBuffer, NeuronDevice, NeuronExecutable};
 use switchyard_runtime::{
     CompileOptions, DType, Device, DeviceBuffer, DeviceInfo, Error, Executable, ExecuteArgs, Graph,
@@ -88,7 +88,15 @@ impl AnyDevice {
     /// error that lists the devices this build can see; a known but unusable one says why.
     pub fn open(name: &str) -> Result<AnyDevice> {
         match parse(name) {
-            Some(Requested::Cpu) => Ok(AnyDevice::Candle(CandleDevice::cpu())),
+            Some(Requested::Cpu) => {
+                let kernels = CpuKernels::from_env()
+                    .map_err(|reason| Error::DeviceUnavailable {
+                        device: "cpu".into(),
+                        reason,
+                    })?
+                    .unwrap_or_else(CpuKernels::best);
+                Ok(AnyDevice::Candle(CandleDevice::cpu_with_kernels(kernels)?))
+            }
             Some(Requested::Cuda(n)) => CandleDevice::cuda(n).map(AnyDevice::Candle),
             Some(Requested::Neuron(n)) => NeuronDevice::open(n).map(AnyDevice::Neuron),
             None => Err(Error::UnknownDevice {

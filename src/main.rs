@@ -21,7 +21,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// List the devices this build can see, with their capabilities.
-    Devices,
+    Devices {
+        /// Print only the CPU kernel variants this CPU runs, one per line (values for
+        /// SWITCHYARD_CPU_KERNELS), for scripts that test every variant.
+        #[arg(long)]
+        kernel_variants: bool,
+    },
     /// Run the conformance suite (every op and composite graphs against the reference
     /// interpreter) on a device.
     Conformance {
@@ -58,7 +63,7 @@ fn main() {
         cli::interrupt::install();
     }
     let result = match cli.command {
-        Command::Devices => cli::devices(),
+        Command::Devices { kernel_variants } => cli::devices(kernel_variants),
         Command::Conformance { device } => cli::conformance(&device),
         Command::Generate(args) => cli::generate::run(*args),
         Command::Bench(args) => cli::bench::run_bench(*args),

@@ -11,8 +11,14 @@ use std::io::Write;
 use switchyard::{AnyDevice, Device};
 
 /// `switchyard devices`.
-pub fn devices() -> Result<()> {
+pub fn devices(kernel_variants: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
+    if kernel_variants {
+        for k in switchyard::candle::CpuKernels::available() {
+            writeln!(out, "{k}")?;
+        }
+        return Ok(());
+    }
     for status in AnyDevice::probe_all() {
         match status.status {
             Ok(info) => write!(out, "{info}")?,

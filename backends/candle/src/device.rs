@@ -1,6 +1,7 @@
 //! The candle device: CPU, and NVIDIA GPUs behind the `cuda` feature, through candle's kernels.
 
 use crate::buffer::{self, to_candle_dtype, CandleBuffer};
+use crate::cpu::kernels::{CpuKernels, Isa};
 use crate::cpu::packed::PackedMatrix;
 use crate::executable::CandleExecutable;
 use candle_core::{Device as CDevice, Tensor};
@@ -20,8 +21,8 @@ use switchyard_runtime::{
 pub struct CandleDevice {
     device: CDevice,
     info: DeviceInfo,
-    /// Whether the CPU kernels of `crate::cpu` may replace candle's (only on the CPU).
-    cpu_kernels: bool,
+    /// Which CPU kernels of `crate::cpu` may replace candle's (only on the CPU).
+    isa: Isa,
 }
 
 pub(crate) const PLAIN: [DType; 7] = [
@@ -54,12 +55,42 @@ impl std::fmt::Debug for CandleDevice {
 }
 
 impl CandleDevice {
-    /// The host CPU.
+    /// The host CPU with the best kernels it runs, or those `SWITCHYARD_CPU_KERNELS` names
+    /// (see [`CpuKernels::default_for_this_cpu`]).
     pub fn cpu() -> Self {
+        let isa = Isa::new(CpuKernels::default_for_this_cpu()).expect("a variant this CPU runs");
+        Self::cpu_with(isa)
+    }
+
+    /// The host CPU with the kernel variant `kernels`, or an error naming the variant when this
+    /// CPU cannot execute it.
+    pub fn cpu_with_kernels(kernels: CpuKernels) -> Result<Self> {
+        let isa = Isa::new(kernels).ok_or_else(|| Error::DeviceUnavailable {
+            device: "cpu".into(),
+            reason: format!(
+                "this CPU cannot execute the {kernels} kernels (it runs: {})",
+                CpuKernels::available()
+                    .iter()
+                    .map(|k| k.label())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?;
+        Ok(Self::cpu_with(isa))
+    }
+
+    fn cpu_with(isa: Isa) -> Self {
         let cpu = crate::cpu_info::describe();
+        let mut details = cpu.details;
+        details.push(("kernels".into(), isa.kernels().label().into()));
+        let here: Vec<&str> = CpuKernels::available().iter().map(|k| k.label()).collect();
+        details.push((
+            "kernel variants".into(),
+            format!("{} (SWITCHYARD_CPU_KERNELS)", here.join(", ")),
+        ));
         CandleDevice {
             device: CDevice::Cpu,
-            cpu_kernels: true,
+            isa,
             info: DeviceInfo {
                 name: "cpu".into(),
                 description: cpu.description,
@@ -71,9 +102,14 @@ impl CandleDevice {
                 dtypes: PLAIN.to_vec(),
                 quantized: QUANTIZED.to_vec(),
                 runtime_compile: true,
-                details: cpu.details,
+                details,
             },
         }
+    }
+
+    /// The CPU kernel variant this device runs ([`CpuKernels::Portable`] off the CPU).
+    pub fn kernels(&self) -> CpuKernels {
+        self.isa.kernels()
     }
 
     /// GPU `ordinal` (`cuda:N`) through candle's CUDA kernels: the same graph compiler as the
@@ -84,20 +120,15 @@ impl CandleDevice {
         Ok(CandleDevice {
             device,
             info,
-            cpu_kernels: false,
+            isa: Isa::PORTABLE,
         })
     }
 
     /// The CPU through candle's own kernels only, without the CPU kernels of this crate: the
     /// code path every other candle device (CUDA) takes, so tests on a machine without a GPU
-    /// cover it. Shown as `cpu` with `kernels: candle only`.
+    /// cover it. Shown as `cpu` with `kernels: portable`.
     pub fn cpu_portable() -> Self {
-        let mut d = CandleDevice::cpu();
-        d.cpu_kernels = false;
-        d.info
-            .details
-            .push(("kernels".into(), "candle only (the portable path)".into()));
-        d
+        Self::cpu_with(Isa::PORTABLE)
     }
 
     /// GPUs the CUDA driver sees (0 without the `cuda` feature or a driver).
@@ -147,8 +178,7 @@ impl Device for CandleDevice {
         let mut out = Vec::with_capacity(plans.len());
         for (i, plan) in plans.iter().enumerate() {
             let host = fetch(i)?;
-            let packable = self.cpu_kernels
-                && crate::cpu::gemm::available()
+            let packable = crate::cpu::gemm::available(self.isa)
                 && host.dtype() == DType::F32
                 && host.dims().len() == 2
                 && plan.uses.contains(&WeightUse::MatMulTransposed)
@@ -168,7 +198,7 @@ impl Device for CandleDevice {
     }
 
     fn compile(&self, graph: &Graph, _options: &CompileOptions) -> Result<CandleExecutable> {
-        CandleExecutable::compile(&self.device, &self.info.name, graph, self.cpu_kernels)
+        CandleExecutable::compile(&self.device, &self.info.name, graph, self.isa)
     }
 
     fn execute(

@@ -2,6 +2,7 @@
 //! executed as a sequence of candle calls.
 
 use crate::buffer::{backend_err, upload, CandleBuffer};
+use crate::cpu::kernels::Isa;
 use crate::ops::{self, EvalError};
 use crate::profile;
 use candle_core::Device as CDevice;
@@ -22,17 +23,12 @@ pub struct CandleExecutable {
     last_use: Vec<usize>,
     /// Nodes whose value is a state buffer updated in place (outputs of those are copied).
     aliases_state: Vec<bool>,
-    /// Whether the CPU kernels of `crate::cpu` may replace candle's.
-    cpu_kernels: bool,
+    /// Which CPU kernels of `crate::cpu` may replace candle's.
+    isa: Isa,
 }
 
 impl CandleExecutable {
-    pub(crate) fn compile(
-        device: &CDevice,
-        name: &str,
-        graph: &Graph,
-        cpu_kernels: bool,
-    ) -> Result<Self> {
+    pub(crate) fn compile(device: &CDevice, name: &str, graph: &Graph, isa: Isa) -> Result<Self> {
         let mut constants = Vec::with_capacity(graph.nodes().len());
         let mut aliases_state = vec![false; graph.nodes().len()];
         for (i, node) in graph.nodes().iter().enumerate() {
@@ -51,7 +47,7 @@ impl CandleExecutable {
             graph: Arc::new(graph.clone()),
             constants,
             aliases_state,
-            cpu_kernels: cpu_kernels && device.is_cpu(),
+            isa: if device.is_cpu() { isa } else { Isa::PORTABLE },
         })
     }
 
@@ -94,20 +90,13 @@ impl CandleExecutable {
                         .map(|id| values[id.index()].as_ref().expect("operands precede users"))
                         .collect();
                     let started = profile::enabled().then(std::time::Instant::now);
-                    let v = ops::eval(
-                        op,
-                        &operands,
-                        &out,
-                        node.spec.dtype,
-                        device,
-                        self.cpu_kernels,
-                    )
-                    .map_err(|e| match e {
-                        EvalError::Invalid(message) => Error::exec(op.name(), message),
-                        EvalError::Candle(e) => {
-                            backend_err(name, &format!("node %{i} ({})", op.name()), e)
-                        }
-                    })?;
+                    let v = ops::eval(op, &operands, &out, node.spec.dtype, device, self.isa)
+                        .map_err(|e| match e {
+                            EvalError::Invalid(message) => Error::exec(op.name(), message),
+                            EvalError::Candle(e) => {
+                                backend_err(name, &format!("node %{i} ({})", op.name()), e)
+                            }
+                        })?;
                     if let Some(t) = started {
                         profile::record(op.name(), t.elapsed());
                     }

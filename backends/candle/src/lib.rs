@@ -34,6 +34,7 @@ mod ops;
 pub mod profile;
 
 pub use buffer::{from_candle_dtype, to_candle_dtype, to_ggml_dtype, CandleBuffer};
+pub use cpu::kernels::CpuKernels;
 pub use cpu::packed::PackedMatrix;
 pub use device::CandleDevice;
 /// A GPU device (`cuda:N`) is a [`CandleDevice`] opened with [`CandleDevice::cuda`]: the same graph

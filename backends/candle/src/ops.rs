@@ -1,6 +1,7 @@
 //! One graph op as candle calls.
 
 use crate::buffer::{to_candle_dtype, CandleBuffer};
+use crate::cpu::kernels::Isa;
 use candle_core::{DType as CDType, Device as CDevice, Module, Result, Tensor, D};
 use switchyard_runtime::{
     AttentionAttrs, BinaryOp, CompareOp, DType, DeviceBuffer, Op, ReduceOp, UnaryOp,
@@ -83,14 +84,14 @@ impl From<candle_core::Error> for EvalError {
 }
 
 /// Evaluates `op` on `x`; `out` is the result's concrete dims and `dtype` its dtype.
-/// `cpu_kernels`: the CPU kernels of [`crate::cpu`] may replace candle's.
+/// `isa`: which CPU kernels of [`crate::cpu`] may replace candle's ([`Isa::PORTABLE`]: none).
 pub(crate) fn eval(
     op: &Op,
     x: &[&CandleBuffer],
     out: &[usize],
     dtype: DType,
     dev: &CDevice,
-    cpu_kernels: bool,
+    isa: Isa,
 ) -> std::result::Result<CandleBuffer, EvalError> {
     let r = match op {
         Op::Parameter { .. } | Op::Constant { .. } => {
@@ -130,8 +131,9 @@ pub(crate) fn eval(
                     tensor,
                     dtype: q,
                     dims,
-                } => match cpu_kernels
-                    .then(|| quant_matmul(a, tensor, *q, dims, out))
+                } => match isa
+                    .any()
+                    .then(|| quant_matmul(isa, a, tensor, *q, dims, out))
                     .transpose()?
                     .flatten()
                 {
@@ -144,10 +146,10 @@ pub(crate) fn eval(
                             "a packed weight can only be a transposed matmul operand".into(),
                         ));
                     }
-                    packed_matmul(a, p, out)?
+                    packed_matmul(isa, a, p, out)?
                 }
                 CandleBuffer::Tensor(b) | CandleBuffer::Indices { tensor: b, .. } => {
-                    match cpu_matmul_nt(a, b, *transpose_rhs, out)? {
+                    match cpu_matmul_nt(isa, a, b, *transpose_rhs, out)? {
                         Some(y) => y,
                         None => {
                             let b = if *transpose_rhs { b.t()? } else { b.clone() };
@@ -199,8 +201,9 @@ pub(crate) fn eval(
                 UnaryOp::Sin => a.sin()?,
                 UnaryOp::Cos => a.cos()?,
                 UnaryOp::Sigmoid => candle_nn::ops::sigmoid(a)?,
-                UnaryOp::Silu => match cpu_kernels
-                    .then(|| crate::cpu::activation::silu(a))
+                UnaryOp::Silu => match isa
+                    .any()
+                    .then(|| crate::cpu::activation::silu(isa, a))
                     .transpose()?
                     .flatten()
                 {
@@ -262,7 +265,7 @@ pub(crate) fn eval(
             // Query positions on the host: kept from the upload (no read back on a GPU).
             let positions = ints(x[3])?;
             let (q, k, v, q_pos) = (t(x[0])?, t(x[1])?, t(x[2])?, t(x[3])?);
-            attention(q, k, v, q_pos, &positions, attrs, dev, cpu_kernels)?
+            attention(q, k, v, q_pos, &positions, attrs, dev, isa)?
         }
     };
     Ok(match derived_indices(op, x, out) {
@@ -302,6 +305,7 @@ fn with_f32<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
 
 /// `a · Wᵀ` for a weight in the CPU kernels' panel layout.
 fn packed_matmul(
+    isa: Isa,
     a: &Tensor,
     w: &crate::cpu::packed::PackedMatrix,
     out: &[usize],
@@ -319,8 +323,9 @@ fn packed_matmul(
     let mut y = vec![0f32; rows * n];
     with_f32(a, |x| {
         if rows == 1 {
-            crate::cpu::gemv::gemv_packed(x, w, &mut y);
+            crate::cpu::gemv::gemv_packed(x, w, &mut y, isa);
         } else if !crate::cpu::gemm::gemm_nt(
+            isa,
             x,
             rows,
             k,
@@ -328,7 +333,7 @@ fn packed_matmul(
             n,
             &mut y,
         ) {
-            candle_core::bail!("packed weights need AVX-512 for multi-row products")
+            candle_core::bail!("packed weights need the {isa} kernels to have a matrix product")
         }
         Ok(())
     })?;
@@ -339,6 +344,7 @@ fn packed_matmul(
 /// dot products for one row, dequantizing slices into the f32 matrix kernel for more; `None`
 /// when they do not apply (candle's quantized matmul is used then).
 fn quant_matmul(
+    isa: Isa,
     a: &Tensor,
     w: &candle_core::quantized::QTensor,
     dtype: DType,
@@ -353,9 +359,9 @@ fn quant_matmul(
         && k.is_multiple_of(dtype.block_len())
         && k.is_multiple_of(32)
         && if rows == 1 {
-            crate::cpu::quant::gemv_available(dtype)
+            crate::cpu::quant::gemv_available(dtype, isa)
         } else {
-            crate::cpu::gemm::available()
+            crate::cpu::gemm::available(isa)
         };
     if !fits {
         return Ok(None);
@@ -370,9 +376,10 @@ fn quant_matmul(
     let mut y = vec![0f32; rows * n];
     let done = with_f32(a, |x| {
         Ok(if rows == 1 {
-            crate::cpu::quant::gemv(x, &qm, &mut y)
+            crate::cpu::quant::gemv(isa, x, &qm, &mut y)
         } else {
-            crate::cpu::gemm::gemm_nt(x, rows, k, crate::cpu::gemm::Rhs::Quant(qm), n, &mut y)
+            let rhs = crate::cpu::gemm::Rhs::Quant(qm);
+            crate::cpu::gemm::gemm_nt(isa, x, rows, k, rhs, n, &mut y)
         })
     })?;
     if !done {
@@ -385,6 +392,7 @@ fn quant_matmul(
 /// bandwidth-bound matrix-vector product for one row, the AVX-512 matrix product for more;
 /// `None` when the operands do not fit them (candle's matmul is used then).
 fn cpu_matmul_nt(
+    isa: Isa,
     a: &Tensor,
     w: &Tensor,
     transpose_rhs: bool,
@@ -400,7 +408,8 @@ fn cpu_matmul_nt(
         && a.device().is_cpu()
         && w.is_contiguous()
         && w.dim(1)? == k
-        && (rows == 1 || crate::cpu::gemm::available());
+        && isa.any()
+        && (rows == 1 || crate::cpu::gemm::available(isa));
     if !fits {
         return Ok(None);
     }
@@ -409,10 +418,10 @@ fn cpu_matmul_nt(
     with_f32(a, |x| {
         with_f32(w, |wv| {
             if rows == 1 {
-                crate::cpu::gemv::gemv(x, wv, k, &mut y);
+                crate::cpu::gemv::gemv(x, wv, k, &mut y, isa);
             } else {
                 let rhs = crate::cpu::gemm::Rhs::Transposed { w: wv, ld: k };
-                crate::cpu::gemm::gemm_nt(x, rows, k, rhs, n, &mut y);
+                crate::cpu::gemm::gemm_nt(isa, x, rows, k, rhs, n, &mut y);
             }
             Ok(())
         })
@@ -432,13 +441,13 @@ fn attention(
     positions: &[i64],
     a: &AttentionAttrs,
     dev: &CDevice,
-    cpu_kernels: bool,
+    isa: Isa,
 ) -> Result<Tensor> {
-    if cpu_kernels {
+    if isa.any() {
         if let Some(out) = crate::cpu::attention::try_flash(q, k, v, positions, a)? {
             return Ok(out);
         }
-        if let Some(out) = crate::cpu::attention::blocked(q, k, v, positions, a)? {
+        if let Some(out) = crate::cpu::attention::blocked(isa, q, k, v, positions, a)? {
             return Ok(out);
         }
     }
@@ -448,8 +457,8 @@ fn attention(
     let g = hq / hkv;
     let q = q.contiguous()?.reshape((b, hkv, g * tq, d))?;
     let raw = q.matmul(&k.t()?)?;
-    if cpu_kernels {
-        if let Some(probs) = crate::cpu::attention::masked_softmax(&raw, tq, positions, a)? {
+    if isa.any() {
+        if let Some(probs) = crate::cpu::attention::masked_softmax(isa, &raw, tq, positions, a)? {
             return probs.matmul(v)?.reshape((b, hq, tq, dv));
         }
     }

@@ -1,18 +1,56 @@
 //! The conformance suite on the candle CPU device: every op and the composite graphs against the
 //! reference interpreter, with the tolerances stated in `switchyard_runtime::conformance`.
 
-use switchyard_candle::CandleDevice;
+use switchyard_candle::{CandleDevice, CpuKernels};
 use switchyard_runtime::conformance::run_suite;
 
-#[test]
-fn cpu_passes_the_conformance_suite() {
-    suite_on(CandleDevice::cpu());
+/// Every kernel variant this CPU can execute, one test each, so an AVX-512 machine also checks
+/// the AVX2 kernels an AVX2-only machine runs. A variant the CPU lacks fails to open, and the
+/// test says so instead of passing.
+fn variant(k: CpuKernels) {
+    match CandleDevice::cpu_with_kernels(k) {
+        Ok(device) => suite_on(device),
+        Err(e) => panic!("{k}: {e} (run with --skip {k} on such a CPU)"),
+    }
 }
 
 /// Candle's own kernels only: the op path CUDA devices take, checked here without a GPU.
 #[test]
-fn the_portable_path_passes_the_conformance_suite() {
-    suite_on(CandleDevice::cpu_portable());
+fn portable() {
+    variant(CpuKernels::Portable);
+}
+
+#[test]
+#[cfg_attr(not(target_arch = "x86_64"), ignore = "x86-64 kernels")]
+fn avx2() {
+    variant(CpuKernels::Avx2);
+}
+
+#[test]
+#[cfg_attr(not(target_arch = "x86_64"), ignore = "x86-64 kernels")]
+fn avx512() {
+    if !CpuKernels::Avx512.runs_here() && std::env::var_os("SWITCHYARD_REQUIRE_AVX512").is_none() {
+        // Not every CI machine has AVX-512; CI sets SWITCHYARD_REQUIRE_AVX512 where it must run.
+        eprintln!(
+            "not run: this CPU has no AVX-512 (set SWITCHYARD_REQUIRE_AVX512 to fail instead)"
+        );
+        return;
+    }
+    variant(CpuKernels::Avx512);
+}
+
+#[test]
+#[cfg_attr(not(target_arch = "x86_64"), ignore = "x86-64 kernels")]
+fn avx512_vnni() {
+    if !CpuKernels::Avx512Vnni.runs_here()
+        && std::env::var_os("SWITCHYARD_REQUIRE_AVX512").is_none()
+    {
+        eprintln!(
+            "not run: this CPU has no AVX-512 VNNI (set SWITCHYARD_REQUIRE_AVX512 to fail instead)"
+        );
+        return;
+    }
+    variant(CpuKernels::Avx512Vnni);
 }
 
 fn suite_on(device: CandleDevice) {

@@ -1,6 +1,7 @@
 //! Activation functions over whole f32 buffers with the vectorizable `exp` of [`super::math`]
 //! (candle's CPU `silu` calls the scalar library `exp` per element).
 
+use super::kernels::Isa;
 use super::math::fast_exp;
 use candle_core::{DType, Result, Tensor};
 
@@ -18,7 +19,7 @@ fn silu_avx2(x: &[f32], y: &mut [f32]) {
 }
 
 /// `x · sigmoid(x)` for an f32 CPU tensor; `None` for other tensors.
-pub(crate) fn silu(x: &Tensor) -> Result<Option<Tensor>> {
+pub(crate) fn silu(isa: Isa, x: &Tensor) -> Result<Option<Tensor>> {
     if x.dtype() != DType::F32 || !x.device().is_cpu() {
         return Ok(None);
     }
@@ -32,12 +33,13 @@ pub(crate) fn silu(x: &Tensor) -> Result<Option<Tensor>> {
         };
         let src = &storage.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + n];
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+        if isa.avx2() {
+            // SAFETY: an `Isa` exists only for variants this CPU runs; from AVX2 up they
+            // include AVX2 and FMA.
             unsafe { silu_avx2(src, &mut y) };
             return Ok(Some(Tensor::from_vec(y, x.dims(), x.device())?));
         }
+        let _ = isa;
         silu_slice(src, &mut y);
     }
     Ok(Some(Tensor::from_vec(y, x.dims(), x.device())?))

@@ -1,6 +1,7 @@
 //! Causal attention over a KV cache with candle-nn's CPU flash-attention kernels, which read the
 //! cache in place instead of materializing scores, masks and a grouped copy of the keys.
 
+use super::kernels::Isa;
 use super::math::fast_exp;
 use candle_core::{DType, Result, Tensor};
 use candle_nn::attention::{flash_attn, AttnMask};
@@ -122,7 +123,9 @@ fn softmax_rows_avx2(
 }
 
 /// Rows of `tk` raw scores, `first_row` onwards, to probabilities in place.
+#[allow(clippy::too_many_arguments)]
 fn softmax_rows(
+    isa: Isa,
     rows: &mut [f32],
     first_row: usize,
     ranges: Ranges<'_>,
@@ -131,11 +134,13 @@ fn softmax_rows(
     softcap: Option<f32>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+    if isa.avx2() {
+        // SAFETY: an `Isa` exists only for variants this CPU runs; from AVX2 up they include
+        // AVX2 and FMA.
         unsafe { softmax_rows_avx2(rows, first_row, ranges, tk, scale, softcap) };
         return;
     }
+    let _ = isa;
     softmax_rows_generic(rows, first_row, ranges, tk, scale, softcap)
 }
 
@@ -143,6 +148,7 @@ fn softmax_rows(
 /// scale, soft-cap, causal/window mask from the query positions and the softmax in one pass per
 /// row, with only the visible keys exponentiated. `None` when the input does not fit.
 pub(crate) fn masked_softmax(
+    isa: Isa,
     scores: &Tensor,
     tq: usize,
     positions: &[i64],
@@ -182,7 +188,7 @@ pub(crate) fn masked_softmax(
         super::par_chunks_mut(&mut out, per * tk, |i, chunk| {
             let first = i * per;
             chunk.copy_from_slice(&src[first * tk..first * tk + chunk.len()]);
-            softmax_rows(chunk, first, &ranges, tk, a.scale, a.softcap);
+            softmax_rows(isa, chunk, first, &ranges, tk, a.scale, a.softcap);
         });
     }
     Ok(Some(Tensor::from_vec(out, scores.dims(), scores.device())?))
@@ -224,8 +230,9 @@ fn head_rows(x: &Tensor) -> Result<(HeadRows, usize)> {
 /// block of query positions, scores against only the keys a query of the block can see, the
 /// masked softmax, and the weighted sum of values — a causal prompt's upper triangle is never
 /// computed and no full score matrix exists. Query heads of a group share one pass over their
-/// keys. `None` when the operands do not fit (no AVX-512, other dtypes, batch > 1).
+/// keys. `None` when the operands do not fit (no matrix kernel, other dtypes, batch > 1).
 pub(crate) fn blocked(
+    isa: Isa,
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -240,7 +247,7 @@ pub(crate) fn blocked(
         && positions.len() == tq
         && hkv > 0
         && hq % hkv == 0
-        && super::gemm::available();
+        && super::gemm::available(isa);
     if !fits {
         return Ok(None);
     }
@@ -287,6 +294,7 @@ pub(crate) fn blocked(
             let mut s = vec![0f32; rows.len() * span];
             let kw = &keys.data[lo * keys.row_stride + h * keys.width..];
             super::gemm::gemm_rows(
+                isa,
                 &rows,
                 d,
                 super::gemm::Rhs::Transposed {
@@ -305,6 +313,7 @@ pub(crate) fn blocked(
             let probs: Vec<&[f32]> = s.chunks_exact(span).collect();
             let vb = &values.data[lo * values.row_stride + h * values.width..];
             super::gemm::gemm_rows(
+                isa,
                 &probs,
                 span,
                 super::gemm::Rhs::Plain {

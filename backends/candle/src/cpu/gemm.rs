@@ -1,11 +1,13 @@
-//! Matrix products on AVX-512: `C = A·Wᵀ` for prompt processing (`A` `[M, K]` activations, `W` a
+//! Matrix products for prompt processing: `C = A·Wᵀ` (`A` `[M, K]` activations, `W` a
 //! row-major `[N, K]` weight), and small single-threaded products for attention.
 //!
-//! candle's general matmul runs on AVX2 here (its AVX-512 path needs a nightly compiler) and
-//! reaches about 200 GFLOP/s on two cores; this register-blocked kernel (12 rows × 32 columns of
-//! accumulators, operands packed per 256-deep slice) reaches 250-300 on the shapes of a
-//! transformer layer. Without AVX-512 the callers keep candle's matmul.
+//! Register-blocked kernels over operands packed per 256-deep slice: on AVX-512 one call covers
+//! 12 rows × 32 columns with 24 zmm accumulators; on AVX2 the same 12 × 32 tile is four 6 × 16
+//! blocks of 12 ymm accumulators each (16 registers in all: 12 sums, 2 weight vectors, one
+//! broadcast activation). candle's general matmul reaches about 200 GFLOP/s on two AVX-512 cores;
+//! these reach 250-300 on the shapes of a transformer layer.
 
+use super::kernels::Isa;
 use std::sync::Mutex;
 
 /// Rows of `A` per microkernel call.
@@ -17,16 +19,9 @@ pub(crate) const PANEL: usize = NR;
 /// Depth of one packed slice (a `KC × NR` panel of the right operand stays in L1).
 const KC: usize = 256;
 
-/// True when this CPU can run the kernels of this module.
-pub(crate) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+/// True when `isa` has a matrix-product kernel here.
+pub(crate) fn available(isa: Isa) -> bool {
+    cfg!(target_arch = "x86_64") && isa.avx2()
 }
 
 /// How the right operand is stored.
@@ -56,8 +51,8 @@ pub(crate) enum Rhs<'a> {
 /// `tile = Apᵀ·Bp` for one packed slice: `a` holds `kc × MR` values (row `k` = the MR rows' `k`-th
 /// elements), `b` holds `kc × NR`; the full `MR × NR` result is written to `tile`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn microkernel(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR]) {
+#[inline(always)]
+unsafe fn microkernel_avx512(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR]) {
     use std::arch::x86_64::*;
     assert!(a.len() >= kc * MR && b.len() >= kc * NR);
     let mut c = [[_mm512_setzero_ps(); 2]; MR];
@@ -81,6 +76,43 @@ fn microkernel(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR]) {
             let p = tile.as_mut_ptr().add(i * NR);
             _mm512_storeu_ps(p, ci[0]);
             _mm512_storeu_ps(p.add(16), ci[1]);
+        }
+    }
+}
+
+/// The same tile on AVX2: four blocks of 6 rows × 16 columns, each held in 12 ymm accumulators.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn microkernel_avx2(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR]) {
+    use std::arch::x86_64::*;
+    const MH: usize = MR / 2;
+    const NH: usize = NR / 2;
+    assert!(a.len() >= kc * MR && b.len() >= kc * NR);
+    for r0 in [0, MH] {
+        for c0 in [0, NH] {
+            let mut c = [[_mm256_setzero_ps(); 2]; MH];
+            for k in 0..kc {
+                // SAFETY: `k < kc` and `c0 + 16 <= NR`, so both 8-value loads lie inside the
+                // `kc * NR` values of `b` (asserted above).
+                let (b0, b1) = unsafe {
+                    let p = b.as_ptr().add(k * NR + c0);
+                    (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+                };
+                let ak = &a[k * MR + r0..k * MR + r0 + MH];
+                for (ci, &av) in c.iter_mut().zip(ak) {
+                    let av = _mm256_set1_ps(av);
+                    ci[0] = _mm256_fmadd_ps(av, b0, ci[0]);
+                    ci[1] = _mm256_fmadd_ps(av, b1, ci[1]);
+                }
+            }
+            for (i, ci) in c.iter().enumerate() {
+                // SAFETY: row `r0 + i < MR`, columns `c0..c0 + 16 <= NR`: inside `tile`.
+                unsafe {
+                    let p = tile.as_mut_ptr().add((r0 + i) * NR + c0);
+                    _mm256_storeu_ps(p, ci[0]);
+                    _mm256_storeu_ps(p.add(8), ci[1]);
+                }
+            }
         }
     }
 }
@@ -152,11 +184,11 @@ fn pack_b(rhs: Rhs<'_>, j0: usize, cols: usize, k0: usize, kc: usize, bp: &mut [
 }
 
 /// Columns `n0..n1` of `C = A·rhs` for `m` rows packed in `ap`, written to `out` (row `i`, column
-/// `j` at `out[i * ldo + j - n0]`).
+/// `j` at `out[i * ldo + j - n0]`), with the AVX-512 microkernel or the AVX2 one.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn panels(
+unsafe fn panels_with<const AVX512: bool>(
     ap: &[f32],
     m: usize,
     k: usize,
@@ -183,7 +215,15 @@ fn panels(
                 }
             };
             for mb in 0..mblocks {
-                microkernel(kc, &ap[(kb * mblocks + mb) * KC * MR..], b, &mut tile);
+                let a = &ap[(kb * mblocks + mb) * KC * MR..];
+                // SAFETY: the caller runs this inside a function with the instructions enabled.
+                unsafe {
+                    if AVX512 {
+                        microkernel_avx512(kc, a, b, &mut tile)
+                    } else {
+                        microkernel_avx2(kc, a, b, &mut tile)
+                    }
+                };
                 for i in 0..MR.min(m - mb * MR) {
                     let dst = &mut out[(mb * MR + i) * ldo + (p0 - n0)..][..cols];
                     let src = &tile[i * NR..i * NR + cols];
@@ -198,9 +238,68 @@ fn panels(
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn panels_avx512(
+    ap: &[f32],
+    m: usize,
+    k: usize,
+    rhs: Rhs<'_>,
+    n0: usize,
+    n1: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    // SAFETY: AVX-512F is enabled for this function.
+    unsafe { panels_with::<true>(ap, m, k, rhs, n0, n1, out, ldo) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn panels_avx2(
+    ap: &[f32],
+    m: usize,
+    k: usize,
+    rhs: Rhs<'_>,
+    n0: usize,
+    n1: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    // SAFETY: AVX2 and FMA are enabled for this function.
+    unsafe { panels_with::<false>(ap, m, k, rhs, n0, n1, out, ldo) }
+}
+
+/// [`panels_with`] with the widest kernel `isa` allows (which must be [`available`]).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn panels(
+    isa: Isa,
+    ap: &[f32],
+    m: usize,
+    k: usize,
+    rhs: Rhs<'_>,
+    n0: usize,
+    n1: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    assert!(available(isa));
+    if isa.avx512() {
+        // SAFETY: an `Isa` exists only for variants this CPU runs; this one has AVX-512F.
+        unsafe { panels_avx512(ap, m, k, rhs, n0, n1, out, ldo) }
+    } else {
+        // SAFETY: as above; every available variant has AVX2 and FMA.
+        unsafe { panels_avx2(ap, m, k, rhs, n0, n1, out, ldo) }
+    }
+}
+
 /// Single-threaded `C = A·rhs` for the rows of `A` given, `C` row `i` at `c[i * ldc ..][..n]`.
-/// Returns `false` (leaving `c` untouched) when the CPU lacks AVX-512.
+/// Returns `false` (leaving `c` untouched) when `isa` has no kernel ([`available`]).
 pub(crate) fn gemm_rows(
+    isa: Isa,
     a_rows: &[&[f32]],
     k: usize,
     rhs: Rhs<'_>,
@@ -210,26 +309,26 @@ pub(crate) fn gemm_rows(
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        if !available() || a_rows.is_empty() || n == 0 {
-            return available();
+        if !available(isa) || a_rows.is_empty() || n == 0 {
+            return available(isa);
         }
         assert!(c.len() >= (a_rows.len() - 1) * ldc + n);
         let ap = pack_a(a_rows, k);
-        // SAFETY: `available()` confirmed AVX-512 above.
-        unsafe { panels(&ap, a_rows.len(), k, rhs, 0, n, c, ldc) };
+        panels(isa, &ap, a_rows.len(), k, rhs, 0, n, c, ldc);
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (a_rows, k, rhs, n, c, ldc);
+        let _ = (isa, a_rows, k, rhs, n, c, ldc);
         false
     }
 }
 
 /// `c = a·rhs` for `a` `[m, k]` and `c` `[m, n]` (`rhs` a transposed or packed `[n, k]` weight),
 /// split by columns over candle's CPU worker threads. Returns `false` (leaving `c` untouched) when
-/// the CPU lacks AVX-512.
+/// `isa` has no kernel ([`available`]).
 pub(crate) fn gemm_nt(
+    isa: Isa,
     a: &[f32],
     m: usize,
     k: usize,
@@ -239,7 +338,7 @@ pub(crate) fn gemm_nt(
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        if !available() {
+        if !available(isa) {
             return false;
         }
         assert!(a.len() >= m * k && c.len() >= m * n);
@@ -256,8 +355,7 @@ pub(crate) fn gemm_nt(
             }
             let (n0, n1) = (p0 * NR, (p1 * NR).min(n));
             let mut block = vec![0f32; m * (n1 - n0)];
-            // SAFETY: this closure only runs after `available()` confirmed AVX-512.
-            unsafe { panels(&ap, m, k, rhs, n0, n1, &mut block, n1 - n0) };
+            panels(isa, &ap, m, k, rhs, n0, n1, &mut block, n1 - n0);
             if let Ok(mut b) = blocks.lock() {
                 b.push((n0, n1, block));
             }
@@ -271,7 +369,7 @@ pub(crate) fn gemm_nt(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (a, m, k, rhs, n, c);
+        let _ = (isa, a, m, k, rhs, n, c);
         false
     }
 }
@@ -286,38 +384,38 @@ mod tests {
             .collect()
     }
 
+    /// Every kernel this CPU runs (AVX2 and AVX-512 where present), against a plain loop.
     #[test]
     fn matches_a_plain_loop() {
-        if !available() {
-            eprintln!("skipped: this CPU has no AVX-512");
-            return;
-        }
-        for (m, n, k) in [(1, 1, 1), (13, 33, 257), (30, 70, 600), (2, 5, 3)] {
-            let a = values(m * k, 1);
-            let w = values(n * k, 2);
-            let mut c = vec![f32::NAN; m * n];
-            assert!(gemm_nt(
-                &a,
-                m,
-                k,
-                Rhs::Transposed { w: &w, ld: k },
-                n,
-                &mut c
-            ));
-            let packed = super::super::packed::PackedMatrix::pack(&w, n, k);
-            let mut cp = vec![f32::NAN; m * n];
-            assert!(gemm_nt(&a, m, k, Rhs::Packed(&packed), n, &mut cp));
-            assert_eq!(c, cp, "packed and row-major weights give the same result");
-            for i in 0..m {
-                for j in 0..n {
-                    let want: f64 = (0..k)
-                        .map(|t| a[i * k + t] as f64 * w[j * k + t] as f64)
-                        .sum();
-                    let got = c[i * n + j] as f64;
-                    assert!(
-                        (got - want).abs() < 1e-4 * (1.0 + want.abs()),
-                        "m{m} n{n} k{k} ({i},{j})"
-                    );
+        for isa in Isa::all_here().into_iter().filter(|i| available(*i)) {
+            for (m, n, k) in [(1, 1, 1), (13, 33, 257), (30, 70, 600), (2, 5, 3)] {
+                let a = values(m * k, 1);
+                let w = values(n * k, 2);
+                let mut c = vec![f32::NAN; m * n];
+                assert!(gemm_nt(
+                    isa,
+                    &a,
+                    m,
+                    k,
+                    Rhs::Transposed { w: &w, ld: k },
+                    n,
+                    &mut c
+                ));
+                let packed = super::super::packed::PackedMatrix::pack(&w, n, k);
+                let mut cp = vec![f32::NAN; m * n];
+                assert!(gemm_nt(isa, &a, m, k, Rhs::Packed(&packed), n, &mut cp));
+                assert_eq!(c, cp, "packed and row-major weights give the same result");
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f64 = (0..k)
+                            .map(|t| a[i * k + t] as f64 * w[j * k + t] as f64)
+                            .sum();
+                        let got = c[i * n + j] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                            "{isa}: m{m} n{n} k{k} ({i},{j})"
+                        );
+                    }
                 }
             }
         }
@@ -325,28 +423,34 @@ mod tests {
 
     #[test]
     fn strided_operands() {
-        if !available() {
-            eprintln!("skipped: this CPU has no AVX-512");
-            return;
-        }
-        // B stored with a row stride of 7 (only the first 5 columns used); A rows scattered.
-        let (m, k, n, ld) = (14, 300, 5, 7);
-        let store = values(m * 400, 3);
-        let rows: Vec<&[f32]> = (0..m)
-            .map(|i| &store[i * 400 + 10..i * 400 + 10 + k])
-            .collect();
-        let b = values(k * ld, 4);
-        let mut c = vec![f32::NAN; m * 9];
-        assert!(gemm_rows(&rows, k, Rhs::Plain { b: &b, ld }, n, &mut c, 9));
-        for i in 0..m {
-            for j in 0..n {
-                let want: f64 = (0..k)
-                    .map(|t| rows[i][t] as f64 * b[t * ld + j] as f64)
-                    .sum();
-                assert!(
-                    (c[i * 9 + j] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
-                    "({i},{j})"
-                );
+        for isa in Isa::all_here().into_iter().filter(|i| available(*i)) {
+            // B stored with a row stride of 7 (only the first 5 columns used); A rows scattered.
+            let (m, k, n, ld) = (14, 300, 5, 7);
+            let store = values(m * 400, 3);
+            let rows: Vec<&[f32]> = (0..m)
+                .map(|i| &store[i * 400 + 10..i * 400 + 10 + k])
+                .collect();
+            let b = values(k * ld, 4);
+            let mut c = vec![f32::NAN; m * 9];
+            assert!(gemm_rows(
+                isa,
+                &rows,
+                k,
+                Rhs::Plain { b: &b, ld },
+                n,
+                &mut c,
+                9
+            ));
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|t| rows[i][t] as f64 * b[t * ld + j] as f64)
+                        .sum();
+                    assert!(
+                        (c[i * 9 + j] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
+                        "{isa}: ({i},{j})"
+                    );
+                }
             }
         }
     }

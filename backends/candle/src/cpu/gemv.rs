@@ -6,6 +6,7 @@
 //! compute threads in contiguous ranges, reaches most of it.
 
 use super::gemm::PANEL;
+use super::kernels::Isa;
 use super::packed::PackedMatrix;
 
 /// Dot product with four independent accumulators of `L` lanes (vectorized by the compiler to
@@ -42,32 +43,33 @@ fn rows_avx2(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
     rows::<8>(x, w, k, y)
 }
 
-/// Rows `W[i]·x` for `y.len()` consecutive rows starting at `w`, with the best instructions
-/// this CPU has.
-fn rows_best(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
+/// Rows `W[i]·x` for `y.len()` consecutive rows starting at `w`, with the kernels `kern` allows.
+fn rows_best(x: &[f32], w: &[f32], k: usize, y: &mut [f32], kern: Isa) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+    if kern.avx2() {
+        // SAFETY: an `Isa` exists only for variants this CPU runs, and every variant from AVX2
+        // up includes AVX2 and FMA.
         unsafe { rows_avx2(x, w, k, y) };
         return;
     }
+    let _ = kern;
     rows::<8>(x, w, k, y)
 }
 
 /// `y[n] = Σ_k w[n·K + k] · x[k]` for `n < y.len()`, on candle's CPU worker threads.
-pub(crate) fn gemv(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
+pub(crate) fn gemv(x: &[f32], w: &[f32], k: usize, y: &mut [f32], kern: Isa) {
     let n = y.len();
     debug_assert!(x.len() == k && w.len() >= n * k);
     let threads = super::worker_threads();
     // Below ~64 KiB of weights, waking the other threads costs more than it saves.
     if threads == 1 || n * k < 16 * 1024 {
-        rows_best(x, &w[..n * k], k, y);
+        rows_best(x, &w[..n * k], k, y, kern);
         return;
     }
     let chunk = n.div_ceil(threads);
     super::par_chunks_mut(y, chunk, |i, out| {
         let start = i * chunk;
-        rows_best(x, &w[start * k..(start + out.len()) * k], k, out);
+        rows_best(x, &w[start * k..(start + out.len()) * k], k, out, kern);
     });
 }
 
@@ -117,35 +119,38 @@ fn panels_avx2(x: &[f32], w: &PackedMatrix, first: usize, y: &mut [f32]) {
     panels_into(x, w, first, y)
 }
 
-fn panels_best(x: &[f32], w: &PackedMatrix, first: usize, y: &mut [f32]) {
+fn panels_best(x: &[f32], w: &PackedMatrix, first: usize, y: &mut [f32], kern: Isa) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, checked just above.
+        if kern.avx512() {
+            // SAFETY: an `Isa` exists only for variants this CPU runs; the AVX-512 ones include
+            // AVX-512F.
             unsafe { panels_avx512(x, w, first, y) };
             return;
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+        if kern.avx2() {
+            // SAFETY: as above; every variant from AVX2 up includes AVX2 and FMA.
             unsafe { panels_avx2(x, w, first, y) };
             return;
         }
     }
+    let _ = kern;
     panels_into(x, w, first, y)
 }
 
 /// `y = W·x` for a weight in panel layout, panels split in contiguous ranges over candle's CPU
 /// worker threads.
-pub(crate) fn gemv_packed(x: &[f32], w: &PackedMatrix, y: &mut [f32]) {
+pub(crate) fn gemv_packed(x: &[f32], w: &PackedMatrix, y: &mut [f32], kern: Isa) {
     debug_assert!(x.len() == w.k() && y.len() == w.n());
     let threads = super::worker_threads();
     if threads == 1 || w.n() * w.k() < 16 * 1024 {
-        panels_best(x, w, 0, y);
+        panels_best(x, w, 0, y, kern);
         return;
     }
     let per = w.panels().div_ceil(threads);
-    super::par_chunks_mut(y, per * PANEL, |i, out| panels_best(x, w, i * per, out));
+    super::par_chunks_mut(y, per * PANEL, |i, out| {
+        panels_best(x, w, i * per, out, kern)
+    });
 }
 
 #[cfg(test)]
@@ -154,29 +159,31 @@ mod tests {
 
     #[test]
     fn matches_a_plain_loop() {
-        for (n, k) in [(1, 1), (7, 33), (300, 576), (1000, 100)] {
-            let w: Vec<f32> = (0..n * k)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
-                .collect();
-            let x: Vec<f32> = (0..k)
-                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 14.0)
-                .collect();
-            let mut y = vec![0f32; n];
-            gemv(&x, &w, k, &mut y);
-            let mut yp = vec![0f32; n];
-            gemv_packed(&x, &PackedMatrix::pack(&w, n, k), &mut yp);
-            for (a, b) in y.iter().zip(&yp) {
-                assert!(
-                    (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
-                    "packed {b} vs row-major {a}"
-                );
-            }
-            for (i, got) in y.iter().enumerate() {
-                let want: f64 = (0..k).map(|j| w[i * k + j] as f64 * x[j] as f64).sum();
-                assert!(
-                    (*got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
-                    "n{n} k{k} row {i}"
-                );
+        for kern in Isa::all_here() {
+            for (n, k) in [(1, 1), (7, 33), (300, 576), (1000, 100)] {
+                let w: Vec<f32> = (0..n * k)
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                    .collect();
+                let x: Vec<f32> = (0..k)
+                    .map(|i| ((i * 13 % 29) as f32 - 14.0) / 14.0)
+                    .collect();
+                let mut y = vec![0f32; n];
+                gemv(&x, &w, k, &mut y, kern);
+                let mut yp = vec![0f32; n];
+                gemv_packed(&x, &PackedMatrix::pack(&w, n, k), &mut yp, kern);
+                for (a, b) in y.iter().zip(&yp) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                        "packed {b} vs row-major {a}"
+                    );
+                }
+                for (i, got) in y.iter().enumerate() {
+                    let want: f64 = (0..k).map(|j| w[i * k + j] as f64 * x[j] as f64).sum();
+                    assert!(
+                        (*got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
+                        "{kern}: n{n} k{k} row {i}"
+                    );
+                }
             }
         }
     }

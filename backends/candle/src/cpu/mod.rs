@@ -5,6 +5,7 @@ pub(crate) mod activation;
 pub(crate) mod attention;
 pub(crate) mod gemm;
 pub(crate) mod gemv;
+pub mod kernels;
 pub(crate) mod math;
 pub mod packed;
 pub(crate) mod quant;

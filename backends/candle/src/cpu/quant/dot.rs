@@ -9,6 +9,7 @@
 
 use super::act::QActs;
 use super::QuantMatrix;
+use crate::cpu::kernels::Isa;
 use std::arch::x86_64::*;
 use switchyard_runtime::DType;
 
@@ -331,42 +332,26 @@ unsafe fn rows_vnni(w: &QuantMatrix<'_>, a: &QActs, first: usize, out: &mut [f32
     rows::<Vnni>(w, a, first, out)
 }
 
-/// True when this CPU has at least the AVX2 kernels.
-pub(crate) fn available() -> bool {
-    is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
+/// True when `isa` has these kernels.
+pub(crate) fn available(isa: Isa) -> bool {
+    isa.avx2()
 }
 
-fn vnni() -> bool {
-    is_x86_feature_detected!("avx512vnni")
-        && is_x86_feature_detected!("avx512vl")
-        && is_x86_feature_detected!("avx512bw")
-}
-
-/// `out[i] = row(first + i) · x` for the rows of `w`, `a` being `x` quantized.
+/// `out[i] = row(first + i) · x` for the rows of `w`, `a` being `x` quantized, with the VNNI
+/// kernels when `isa` allows them, else the AVX2 ones.
 ///
 /// Panics unless [`available`] and `w` is [`super::supported`] and in bounds.
-pub(crate) fn dot_rows(w: &QuantMatrix<'_>, a: &QActs, first: usize, out: &mut [f32]) {
-    assert!(available() && super::supported(w.dtype));
+pub(crate) fn dot_rows(isa: Isa, w: &QuantMatrix<'_>, a: &QActs, first: usize, out: &mut [f32]) {
+    assert!(available(isa) && super::supported(w.dtype));
     assert!((first + out.len()) * w.row_bytes() <= w.bytes.len());
     assert_eq!(a.qs.len(), w.k);
-    if vnni() {
-        // SAFETY: the CPU has AVX2, FMA, F16C and AVX-512 VNNI/VL/BW (checked above); rows
-        // `first..first + out.len()` lie inside `w.bytes` and `a` holds `w.k` activations
-        // (asserted), so every block read is in bounds.
+    if isa.vnni() {
+        // SAFETY: an `Isa` exists only for variants this CPU runs, and the VNNI one includes
+        // AVX2, FMA, F16C and AVX-512 VNNI/VL/BW; rows `first..first + out.len()` lie inside
+        // `w.bytes` and `a` holds `w.k` activations (asserted), so every block read is in bounds.
         unsafe { rows_vnni(w, a, first, out) }
     } else {
-        // SAFETY: as above, with the AVX2 kernels.
+        // SAFETY: as above, with the AVX2 kernels (every available variant has AVX2/FMA/F16C).
         unsafe { rows_avx2(w, a, first, out) }
     }
-}
-
-/// The same rows with the AVX2 kernels only (to test them on machines that have VNNI).
-#[cfg(test)]
-pub(crate) fn dot_rows_avx2(w: &QuantMatrix<'_>, a: &QActs, first: usize, out: &mut [f32]) {
-    assert!(available() && super::supported(w.dtype));
-    assert!((first + out.len()) * w.row_bytes() <= w.bytes.len());
-    // SAFETY: as in `dot_rows`.
-    unsafe { rows_avx2(w, a, first, out) }
 }
