@@ -31,6 +31,41 @@ impl CaseRng {
             .collect()
     }
 
+    /// Values distributed like trained weight matrices `[rows, cols]`: heavy-tailed entries
+    /// (Student's t with 3 degrees of freedom), a few outlier rows (×8) and columns (×20), scaled
+    /// so a typical entry is about `scale`.
+    pub fn checkpoint_like(&mut self, rows: usize, cols: usize, scale: f32) -> Vec<f32> {
+        let t = rand_distr::StudentT::new(3.0f32).expect("valid degrees of freedom");
+        let out_rows: Vec<usize> = (0..rows.div_ceil(64))
+            .map(|_| self.0.random_range(0..rows))
+            .collect();
+        let out_cols: Vec<usize> = (0..cols.div_ceil(128))
+            .map(|_| self.0.random_range(0..cols))
+            .collect();
+        let mut v = vec![0f32; rows * cols];
+        for (i, row) in v.chunks_exact_mut(cols).enumerate() {
+            let rs = if out_rows.contains(&i) { 8.0 } else { 1.0 };
+            for (j, x) in row.iter_mut().enumerate() {
+                let cs = if out_cols.contains(&j) { 20.0 } else { 1.0 };
+                *x = t.sample(&mut self.0) * scale * rs * cs;
+            }
+        }
+        v
+    }
+
+    /// Activations like a transformer's hidden states: Gaussian, with a few "massive" channels
+    /// two orders of magnitude larger (as trained LLMs have), the same channels in every row.
+    pub fn activations_with_outliers(&mut self, rows: usize, cols: usize) -> Vec<f32> {
+        let massive: Vec<usize> = (0..3).map(|_| self.0.random_range(0..cols)).collect();
+        let mut v = self.normal(rows * cols, 1.0);
+        for row in v.chunks_exact_mut(cols) {
+            for &c in &massive {
+                row[c] *= 150.0;
+            }
+        }
+        v
+    }
+
     /// Uniform values in `lo..hi`.
     pub fn uniform(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
         (0..n).map(|_| self.0.random_range(lo..hi)).collect()

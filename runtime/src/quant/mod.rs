@@ -3,6 +3,10 @@
 //! Plain, scalar code written from the published block layouts; it is the oracle that backends'
 //! quantized kernels are checked against, so it favours clarity over speed.
 
+mod encode;
+
+pub use encode::quantize;
+
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use half::f16;
