@@ -148,11 +148,21 @@ impl Streamer<'_> {
         Ok((out, false))
     }
 
-    /// The rest of the text at the end of generation.
-    fn flush(&mut self) -> String {
+    /// The rest of the text at the end of generation (held-back bytes of an incomplete
+    /// character included, as U+FFFD).
+    fn flush(&mut self) -> Result<String> {
+        if let Some(rest) = self
+            .stream
+            .as_mut()
+            .map(|s| s.finish())
+            .transpose()?
+            .flatten()
+        {
+            self.text.push_str(&rest);
+        }
         let out = self.text[self.emitted..].to_string();
         self.emitted = self.text.len();
-        out
+        Ok(out)
     }
 }
 
@@ -270,7 +280,7 @@ pub fn generate<D: Device>(
         timings.decode.push(step.elapsed());
     };
     if stop_reason != StopReason::StopString && stop_reason != StopReason::Cancelled {
-        let rest = streamer.flush();
+        let rest = streamer.flush()?;
         if !rest.is_empty() {
             let _ = on_text(&rest);
         }

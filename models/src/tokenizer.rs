@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     file: PathBuf,
+    /// Whether its decoder turns `<0xXX>` pieces into bytes (SentencePiece byte fallback).
+    byte_fallback: bool,
+    /// Ids of special added tokens.
+    special: std::collections::HashSet<u32>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -30,17 +34,25 @@ impl Tokenizer {
             serde_json::from_slice(&bytes).map_err(|e| err(format!("not valid JSON: {e}")))?;
         let inner: tokenizers::Tokenizer =
             serde_json::from_value(json).map_err(|e| err(e.to_string()))?;
-        Ok(Tokenizer {
-            inner,
-            file: path.to_path_buf(),
-        })
+        Ok(Tokenizer::from_inner(inner, path))
     }
 
     /// Wraps an already built tokenizer; `file` is where it came from, for messages.
     pub(crate) fn from_inner(inner: tokenizers::Tokenizer, file: &Path) -> Tokenizer {
+        let byte_fallback = serde_json::to_value(inner.get_decoder())
+            .map(|d| d.to_string().contains("\"ByteFallback\""))
+            .unwrap_or(true);
+        let special = inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
         Tokenizer {
             inner,
             file: file.to_path_buf(),
+            byte_fallback,
+            special,
         }
     }
 
@@ -71,11 +83,38 @@ impl Tokenizer {
             .to_vec())
     }
 
+    /// Token ids of `text` as llama.cpp's tokenizer takes them: `add_special_tokens` as in
+    /// [`Tokenizer::encode`]; `parse_special`: special tokens written in the text become those
+    /// tokens (else they are tokenized as plain text).
+    pub fn encode_with(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>> {
+        if parse_special {
+            return self.encode(text, add_special_tokens);
+        }
+        let mut plain = self.inner.clone();
+        plain.set_encode_special_tokens(true);
+        Ok(plain
+            .encode(text, add_special_tokens)
+            .map_err(|e| self.err(e))?
+            .get_ids()
+            .to_vec())
+    }
+
     /// Text of `ids`.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         self.inner
             .decode(ids, skip_special_tokens)
             .map_err(|e| self.err(e))
+    }
+
+    /// Whether `id` is a special added token (skipped when decoding with
+    /// `skip_special_tokens`).
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special.contains(&id)
     }
 
     /// The id of a token string.
@@ -88,39 +127,98 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// A streaming decoder: feed ids one at a time, get text as soon as it is complete (a
-    /// multi-byte character split across tokens is held back until its last byte arrives).
+    /// A streaming decoder: feed ids one at a time, get text as soon as it is complete. Bytes
+    /// of a character split across tokens (byte-fallback pieces, byte-level BPE) are held back
+    /// until the character is complete; bytes that can never form one come out as U+FFFD, as
+    /// [`Tokenizer::decode`] of the whole sequence gives them. Never fails on any id sequence
+    /// the tokenizer can decode.
     pub fn stream(&self, skip_special_tokens: bool) -> TextStream<'_> {
         TextStream {
-            inner: self.inner.decode_stream(skip_special_tokens),
-            file: &self.file,
+            tokenizer: self,
+            skip_special_tokens,
+            ids: Vec::new(),
+            prefix: 0,
+            read: 0,
         }
     }
 }
 
-type Inner<'a> = tokenizers::DecodeStream<
-    'a,
-    tokenizers::ModelWrapper,
-    tokenizers::NormalizerWrapper,
-    tokenizers::PreTokenizerWrapper,
-    tokenizers::PostProcessorWrapper,
-    tokenizers::DecoderWrapper,
->;
-
-/// Incremental detokenization (see [`Tokenizer::stream`]), backed by the `tokenizers` crate's
-/// stream decoder.
+/// Incremental detokenization (see [`Tokenizer::stream`]).
+///
+/// Text is the difference between two decodes that start at the same token: of the ids since
+/// `prefix` up to `read` (what was already emitted of them) and of all ids since `prefix`.
+/// Starting both at the same token keeps decoders that treat the first token specially
+/// (SentencePiece's leading-space strip) from changing the difference. New text ending in
+/// U+FFFD is held: the last character may still be incomplete; so is a run of byte-fallback
+/// pieces, until a token of another kind ends it (the decoder judges a run as a whole).
 pub struct TextStream<'a> {
-    inner: Inner<'a>,
-    file: &'a Path,
+    tokenizer: &'a Tokenizer,
+    skip_special_tokens: bool,
+    ids: Vec<u32>,
+    /// Start of the window decoded for context.
+    prefix: usize,
+    /// End of what has been emitted.
+    read: usize,
 }
 
 impl TextStream<'_> {
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer.decode(ids, self.skip_special_tokens)
+    }
+
+    /// The text `ids[prefix..end]` adds after `ids[prefix..read]`.
+    fn new_text(&self, end: usize) -> Result<String> {
+        let before = self.decode(&self.ids[self.prefix..self.read])?;
+        let now = self.decode(&self.ids[self.prefix..end])?;
+        Ok(match now.strip_prefix(before.as_str()) {
+            Some(rest) => rest.to_string(),
+            // A decoder that rewrote earlier text: emit from where the two stop agreeing.
+            None => {
+                let common = before
+                    .char_indices()
+                    .zip(now.chars())
+                    .find(|((_, a), b)| a != b)
+                    .map_or(before.len().min(now.len()), |((i, _), _)| i);
+                now[common..].to_string()
+            }
+        })
+    }
+
+    /// Whether `id` is a byte-fallback piece (`<0xXX>`): a run of them decodes together, and
+    /// when the run's bytes are not valid UTF-8 every one of them becomes U+FFFD (an ASCII byte
+    /// included), so a run is held until a token of another kind ends it.
+    fn is_byte_piece(&self, id: u32) -> bool {
+        self.tokenizer.byte_fallback
+            && self
+                .tokenizer
+                .token_string(id)
+                .is_some_and(|s| s.len() == 6 && s.starts_with("<0x") && s.ends_with('>'))
+    }
+
     /// Adds a token; returns newly complete text, if any.
     pub fn push(&mut self, id: u32) -> Result<Option<String>> {
-        self.inner.step(id).map_err(|e| ModelError::Tokenizer {
-            file: self.file.to_path_buf(),
-            message: e.to_string(),
-        })
+        self.ids.push(id);
+        // A skipped special token leaves the run of byte pieces open, as the decoder sees it.
+        let skipped = self.skip_special_tokens && self.tokenizer.is_special(id);
+        if self.is_byte_piece(id) || skipped {
+            return Ok(None);
+        }
+        let text = self.new_text(self.ids.len())?;
+        if text.is_empty() || text.ends_with('\u{FFFD}') {
+            return Ok(None);
+        }
+        self.prefix = self.read;
+        self.read = self.ids.len();
+        Ok(Some(text))
+    }
+
+    /// Whatever is still held back, at the end of generation: an incomplete character as
+    /// U+FFFD, as the full decode shows it.
+    pub fn finish(&mut self) -> Result<Option<String>> {
+        let text = self.new_text(self.ids.len())?;
+        self.prefix = self.read;
+        self.read = self.ids.len();
+        Ok((!text.is_empty()).then_some(text))
     }
 }
 
