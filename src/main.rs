@@ -41,6 +41,8 @@ enum Command {
     Bench(Box<cli::bench::BenchArgs>),
     /// Write a model as a GGUF file (f32/f16/bf16 or a llama.cpp block-quantized type).
     Quantize(cli::quantize::QuantizeArgs),
+    /// Tokenize a text with a model's tokenizer (only the tokenizer is loaded).
+    Tokenize(cli::tokenize::TokenizeArgs),
     /// Export the executables a Neuron engine needs as XLA HLO and compile them to NEFFs with
     /// neuronx-cc (or print the commands when it is not installed).
     Compile(Box<cli::compile::CompileArgs>),
@@ -68,6 +70,7 @@ fn main() {
         Command::Generate(args) => cli::generate::run(*args),
         Command::Bench(args) => cli::bench::run_bench(*args),
         Command::Quantize(args) => cli::quantize::run(args),
+        Command::Tokenize(args) => cli::tokenize::run(args),
         Command::Compile(args) => cli::compile::run(*args),
     };
     if let Err(e) = result {

@@ -152,6 +152,35 @@ impl Model {
         })
     }
 
+    /// Only the tokenizer of `model` (a `.gguf` file, a directory with `tokenizer.json`, or a
+    /// hub id): no config or weights are read, so a vocabulary-only GGUF file works.
+    pub fn load_tokenizer(model: &str) -> Result<Tokenizer> {
+        let path = Path::new(model);
+        let no_tokenizer = |what: String| ModelError::Resolve {
+            model: model.to_string(),
+            message: what,
+        };
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        {
+            if !path.is_file() {
+                return Err(no_tokenizer("no such GGUF file".into()));
+            }
+            return crate::gguf::load_gguf_tokenizer(path)?
+                .ok_or_else(|| no_tokenizer("the GGUF file has no vocabulary".into()));
+        }
+        let dir = resolve_model(model)?;
+        let file = dir.join("tokenizer.json");
+        if !file.is_file() {
+            return Err(no_tokenizer(format!(
+                "{} has no tokenizer.json",
+                dir.display()
+            )));
+        }
+        Tokenizer::from_file(&file)
+    }
+
     /// The end-of-sequence ids: from `generation_config.json` when it names any, else from the
     /// config.
     pub fn eos_token_ids(&self) -> Vec<u32> {

@@ -5,6 +5,7 @@ pub mod compile;
 pub mod generate;
 pub mod interrupt;
 pub mod quantize;
+pub mod tokenize;
 
 use anyhow::{bail, Result};
 use std::io::Write;

@@ -75,40 +75,51 @@ fn placeholder_vocab(n: usize) -> (Vec<String>, Vec<f32>, Vec<i32>) {
     (tokens, scores, types)
 }
 
-/// The model's own byte-level BPE tokenizer as GGUF vocabulary keys, padded with unused tokens
-/// to the model's vocabulary size (llama.cpp takes the vocabulary size from the token list).
-fn model_vocab(model: &Model) -> Option<Vec<(String, GgufValue)>> {
-    let tok = model.tokenizer.as_ref()?;
+/// The model's own tokenizer as GGUF vocabulary keys, padded with unused tokens to the model's
+/// vocabulary size; `None` for a model without a tokenizer, an error naming the tokenizer file
+/// when its kind cannot be written so that llama.cpp tokenizes the same way.
+fn model_vocab(model: &Model) -> Result<Option<Vec<(String, GgufValue)>>> {
+    let Some(tok) = model.tokenizer.as_ref() else {
+        return Ok(None);
+    };
     let c = &model.config;
+    let bad = |message: String| ModelError::Tokenizer {
+        file: model.dir.join("tokenizer.json"),
+        message: format!("cannot be written as a GGUF vocabulary: {message}"),
+    };
     let probe = "a";
-    let with = tok.encode(probe, true).ok()?;
-    let without = tok.encode(probe, false).ok()?;
+    let with = tok.encode(probe, true)?;
+    let without = tok.encode(probe, false)?;
     let add_bos = c
         .bos_token_id
         .is_some_and(|b| with.first() == Some(&b) && without.first() != Some(&b));
-    let mut keys = super::vocab::gpt2_vocab_keys(
-        &tok.to_json()?,
-        c.bos_token_id,
-        c.eos_token_ids.first().copied(),
+    let eos = c.eos_token_ids.first().copied();
+    let add_eos = eos.is_some_and(|e| with.last() == Some(&e) && without.last() != Some(&e));
+    let json = tok
+        .to_json()
+        .ok_or_else(|| bad("it does not serialize".into()))?;
+    let ids = super::vocab::export::SpecialIds {
+        bos: c.bos_token_id,
+        eos,
         add_bos,
-    )?;
-    for (k, v) in keys.iter_mut() {
-        match (k.as_str(), v) {
-            ("tokenizer.ggml.tokens", GgufValue::StrArray(t)) if t.len() < c.vocab_size => {
-                let n = t.len();
-                t.extend((n..c.vocab_size).map(|i| format!("<unused{i}>")));
-            }
-            ("tokenizer.ggml.token_type", GgufValue::I32Array(t)) if t.len() < c.vocab_size => {
-                t.resize(c.vocab_size, 5);
-            }
-            _ => {}
-        }
+        add_eos,
+    };
+    let mut keys = super::vocab::export::vocab_keys(&json, &ids).map_err(bad)?;
+    let n = keys
+        .iter()
+        .find_map(|(k, v)| match (k.as_str(), v) {
+            ("tokenizer.ggml.tokens", GgufValue::StrArray(t)) => Some(t.len()),
+            _ => None,
+        })
+        .unwrap_or(0);
+    if n > c.vocab_size {
+        return Err(bad(format!(
+            "{n} tokens, but the model's vocabulary is {}",
+            c.vocab_size
+        )));
     }
-    let n = keys.iter().find_map(|(k, v)| match (k.as_str(), v) {
-        ("tokenizer.ggml.tokens", GgufValue::StrArray(t)) => Some(t.len()),
-        _ => None,
-    })?;
-    (n == c.vocab_size).then_some(keys)
+    super::vocab::export::pad_to(&mut keys, c.vocab_size);
+    Ok(Some(keys))
 }
 
 fn check_exportable(c: &ModelConfig) -> Result<()> {
@@ -163,7 +174,7 @@ pub fn export_gguf(
         )
         .meta("llama.rope.freq_base", GgufValue::F32(rope.theta))
         .meta("llama.vocab_size", u(c.vocab_size));
-    match model_vocab(model) {
+    match model_vocab(model)? {
         Some(keys) => {
             for (k, v) in keys {
                 w.meta(&k, v);

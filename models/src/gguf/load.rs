@@ -249,6 +249,15 @@ fn llama_config(f: &GgufFile) -> Result<ModelConfig> {
     })
 }
 
+/// The tokenizer a GGUF file embeds (`None` when it has no vocabulary), reading nothing else.
+pub fn load_gguf_tokenizer(path: &Path) -> Result<Option<Tokenizer>> {
+    let f = GgufFile::open(path)?;
+    Ok(match vocab::tokenizer_json(&f)? {
+        Some(json) => Some(Tokenizer::from_inner(vocab::build(&f, &json)?, path)),
+        None => None,
+    })
+}
+
 /// Loads a GGUF file: config, weights (memory-mapped, in their stored types) and tokenizer.
 pub fn load_gguf(path: &Path) -> Result<Model> {
     let f = Arc::new(GgufFile::open(path)?);

@@ -9,8 +9,9 @@ mod vocab;
 mod writer;
 
 pub use export::{export_gguf, gguf_tensor_name, permute_rotary_rows};
-pub use load::{load_gguf, GgufWeights, GGUF_ARCHITECTURES};
+pub use load::{load_gguf, load_gguf_tokenizer, GgufWeights, GGUF_ARCHITECTURES};
 pub use reader::{GgufFile, GgufTensorInfo};
+pub use vocab::VOCABULARY_KINDS;
 pub use writer::{GgufValue, GgufWriter};
 
 use switchyard_runtime::DType;

@@ -1,9 +1,17 @@
 //! The tokenizer a GGUF file embeds (`tokenizer.ggml.*`), as a `tokenizers` tokenizer, and the
-//! reverse for export: a `tokenizers` byte-level BPE written as GGUF vocabulary keys.
+//! reverse for export ([`export`]).
 //!
-//! Two vocabulary kinds are read: `gpt2` (byte-level BPE: tokens and merges) and `llama`
-//! (SentencePiece: tokens with scores and types, merged by score with byte fallback, the way the
-//! Hugging Face conversion of SentencePiece models does it).
+//! Two vocabulary kinds are read, as llama.cpp reads them:
+//! - `gpt2`: byte-level BPE (tokens and merges), text first split by the regular expressions of
+//!   the pre-tokenizer `tokenizer.ggml.pre` names ([`pre`]);
+//! - `llama`: SentencePiece BPE (tokens with scores and types): spaces as `▁`, a leading space
+//!   unless `tokenizer.ggml.add_space_prefix` is false, pieces merged highest score first, bytes
+//!   of unknown characters as `<0xXX>` tokens.
+//!
+//! Other kinds (`bert`, `t5`, `rwkv`, ...) are refused by name before any weight is read.
+
+pub(crate) mod export;
+pub(crate) mod pre;
 
 use super::{GgufFile, GgufValue};
 use crate::error::{ModelError, Result};
@@ -11,11 +19,15 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 
 /// GGUF token types.
-const NORMAL: i32 = 1;
-const UNKNOWN: i32 = 2;
-const CONTROL: i32 = 3;
-const USER_DEFINED: i32 = 4;
-const BYTE: i32 = 6;
+pub(crate) const NORMAL: i32 = 1;
+pub(crate) const UNKNOWN: i32 = 2;
+pub(crate) const CONTROL: i32 = 3;
+pub(crate) const USER_DEFINED: i32 = 4;
+pub(crate) const UNUSED: i32 = 5;
+pub(crate) const BYTE: i32 = 6;
+
+/// Vocabulary kinds read.
+pub const VOCABULARY_KINDS: [&str; 2] = ["gpt2", "llama"];
 
 fn strings<'a>(f: &'a GgufFile, key: &str) -> Result<&'a [String]> {
     match f.get(key) {
@@ -56,6 +68,12 @@ fn token_id(f: &GgufFile, key: &str, n: usize) -> Result<Option<u32>> {
     }
 }
 
+fn flag(f: &GgufFile, key: &str) -> Option<bool> {
+    f.get(key).and_then(GgufValue::as_bool)
+}
+
+/// Control, user-defined and unknown tokens as `tokenizer.json` added tokens: matched in text
+/// before the model runs (control ones only when special tokens are parsed).
 fn added_tokens(tokens: &[String], types: &[i32]) -> Vec<Value> {
     tokens
         .iter()
@@ -71,17 +89,26 @@ fn added_tokens(tokens: &[String], types: &[i32]) -> Vec<Value> {
         .collect()
 }
 
-/// A post-processor that puts the BOS token first.
-fn bos_template(bos: &str, id: u32) -> Value {
-    json!({
-        "type": "TemplateProcessing",
-        "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-        "pair": [
-            {"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-            {"SpecialToken": {"id": bos, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}
-        ],
-        "special_tokens": {bos: {"id": bos, "ids": [id], "tokens": [bos]}},
-    })
+/// A post-processor that puts `bos` first and/or `eos` last.
+fn template(tokens: &[String], bos: Option<u32>, eos: Option<u32>) -> Value {
+    if bos.is_none() && eos.is_none() {
+        return Value::Null;
+    }
+    let special = |id: u32| json!({"SpecialToken": {"id": tokens[id as usize], "type_id": 0}});
+    let mut single = Vec::new();
+    let mut specials = serde_json::Map::new();
+    for id in [bos, eos].into_iter().flatten() {
+        let t = &tokens[id as usize];
+        specials.insert(t.clone(), json!({"id": t, "ids": [id], "tokens": [t]}));
+    }
+    single.extend(bos.map(special));
+    single.push(json!({"Sequence": {"id": "A", "type_id": 0}}));
+    single.extend(eos.map(special));
+    let mut pair = single.clone();
+    pair.extend(bos.map(special));
+    pair.push(json!({"Sequence": {"id": "B", "type_id": 0}}));
+    pair.extend(eos.map(special));
+    json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials})
 }
 
 /// SentencePiece merges from scores: every split of a token into two tokens is a merge, ranked
@@ -111,21 +138,37 @@ fn merges_from_scores(tokens: &[String], scores: &[f32], types: &[i32]) -> Vec<(
         .collect()
 }
 
-/// The tokenizer of `f`, or `None` when the file has no vocabulary.
-pub(crate) fn tokenizer_json(f: &GgufFile) -> Result<Option<Value>> {
+/// The vocabulary kind of `f`, or `None` when the file has none; an error for a kind this
+/// crate cannot tokenize.
+pub(crate) fn kind(f: &GgufFile) -> Result<Option<&str>> {
     let Some(kind) = f.get("tokenizer.ggml.model") else {
         return Ok(None);
     };
     let kind = kind
         .as_str()
         .ok_or_else(|| f.key_error("tokenizer.ggml.model", "expected a string".into()))?;
+    match kind {
+        "none" | "no_vocab" => Ok(None),
+        k if VOCABULARY_KINDS.contains(&k) => Ok(Some(k)),
+        other => Err(f.key_error(
+            "tokenizer.ggml.model",
+            format!(
+                "vocabulary kind '{other}' is not supported (supported: {})",
+                VOCABULARY_KINDS.join(", ")
+            ),
+        )),
+    }
+}
+
+/// The tokenizer of `f` as `tokenizer.json` would hold it, or `None` when the file has no
+/// vocabulary.
+pub(crate) fn tokenizer_json(f: &GgufFile) -> Result<Option<Value>> {
+    let Some(kind) = kind(f)? else {
+        return Ok(None);
+    };
     let tokens = strings(f, "tokenizer.ggml.tokens")?;
     let n = tokens.len();
     let types = token_types(f, n)?;
-    let bos = token_id(f, "tokenizer.ggml.bos_token_id", n)?;
-    let add_bos = f
-        .get("tokenizer.ggml.add_bos_token")
-        .and_then(GgufValue::as_bool);
     let vocab: serde_json::Map<String, Value> = tokens
         .iter()
         .enumerate()
@@ -137,12 +180,32 @@ pub(crate) fn tokenizer_json(f: &GgufFile) -> Result<Option<Value>> {
             "the same token appears twice".into(),
         ));
     }
-    let post = |default_add: bool| match (bos, add_bos.unwrap_or(default_add)) {
-        (Some(id), true) => bos_template(&tokens[id as usize], id),
-        _ => Value::Null,
+    let bos = token_id(f, "tokenizer.ggml.bos_token_id", n)?;
+    let eos = token_id(f, "tokenizer.ggml.eos_token_id", n)?;
+    // llama.cpp's defaults: SentencePiece vocabularies add the BOS, byte-level BPE ones do not
+    // (unless the pre-tokenizer's model family does).
+    let added = |default_bos: bool| {
+        let add_bos = flag(f, "tokenizer.ggml.add_bos_token").unwrap_or(default_bos);
+        let add_eos = flag(f, "tokenizer.ggml.add_eos_token").unwrap_or(false);
+        template(tokens, bos.filter(|_| add_bos), eos.filter(|_| add_eos))
     };
     let tok = match kind {
         "gpt2" => {
+            let name = match f.get("tokenizer.ggml.pre") {
+                None => "default",
+                Some(v) => v
+                    .as_str()
+                    .ok_or_else(|| f.key_error("tokenizer.ggml.pre", "expected a string".into()))?,
+            };
+            let p = pre::lookup(name).ok_or_else(|| {
+                f.key_error(
+                    "tokenizer.ggml.pre",
+                    format!(
+                        "pre-tokenizer '{name}' is not supported (supported: {})",
+                        pre::supported_names()
+                    ),
+                )
+            })?;
             let merges: Vec<Value> = strings(f, "tokenizer.ggml.merges")?
                 .iter()
                 .map(|m| {
@@ -156,21 +219,22 @@ pub(crate) fn tokenizer_json(f: &GgufFile) -> Result<Option<Value>> {
                         })
                 })
                 .collect::<Result<_>>()?;
+            let default_bos = p.names[0] == "llama-bpe";
             json!({
                 "version": "1.0", "truncation": null, "padding": null,
                 "added_tokens": added_tokens(tokens, &types),
                 "normalizer": null,
-                "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
-                "post_processor": post(false),
+                "pre_tokenizer": pre::to_json(p),
+                "post_processor": added(default_bos),
                 "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
                 "model": {
                     "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
                     "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                    "ignore_merges": false, "vocab": vocab, "merges": merges,
+                    "ignore_merges": p.ignore_merges, "vocab": vocab, "merges": merges,
                 },
             })
         }
-        "llama" => {
+        _ => {
             let scores = match f.get("tokenizer.ggml.scores") {
                 Some(GgufValue::F32Array(s)) if s.len() == n => s.clone(),
                 Some(GgufValue::F32Array(s)) => {
@@ -193,10 +257,7 @@ pub(crate) fn tokenizer_json(f: &GgufFile) -> Result<Option<Value>> {
                 .into_iter()
                 .map(|(a, b)| json!([a, b]))
                 .collect();
-            let prefix = f
-                .get("tokenizer.ggml.add_space_prefix")
-                .and_then(GgufValue::as_bool)
-                .unwrap_or(true);
+            let prefix = flag(f, "tokenizer.ggml.add_space_prefix").unwrap_or(true);
             let mut normalizers = Vec::new();
             if prefix {
                 normalizers.push(json!({"type": "Prepend", "prepend": "\u{2581}"}));
@@ -212,113 +273,24 @@ pub(crate) fn tokenizer_json(f: &GgufFile) -> Result<Option<Value>> {
             if prefix {
                 decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
             }
-            let has_bytes = types.contains(&BYTE);
             json!({
                 "version": "1.0", "truncation": null, "padding": null,
                 "added_tokens": added_tokens(tokens, &types),
                 "normalizer": {"type": "Sequence", "normalizers": normalizers},
                 "pre_tokenizer": null,
-                "post_processor": post(true),
+                "post_processor": added(true),
                 "decoder": {"type": "Sequence", "decoders": decoders},
                 "model": {
                     "type": "BPE", "dropout": null,
                     "unk_token": unk.map(|i| tokens[i as usize].clone()),
                     "continuing_subword_prefix": null, "end_of_word_suffix": null,
-                    "fuse_unk": true, "byte_fallback": has_bytes, "ignore_merges": false,
+                    "fuse_unk": true, "byte_fallback": types.contains(&BYTE), "ignore_merges": false,
                     "vocab": vocab, "merges": merges,
                 },
             })
         }
-        other => {
-            return Err(f.key_error(
-                "tokenizer.ggml.model",
-                format!("vocabulary kind '{other}' is not supported (gpt2 and llama are)"),
-            ))
-        }
     };
     Ok(Some(tok))
-}
-
-/// GGUF vocabulary keys for a byte-level BPE `tokenizer.json` (as `serde_json`), with `bos`
-/// and `eos` ids and whether the tokenizer adds the BOS itself; `None` when it is another kind.
-pub(crate) fn gpt2_vocab_keys(
-    tokenizer: &Value,
-    bos: Option<u32>,
-    eos: Option<u32>,
-    add_bos: bool,
-) -> Option<Vec<(String, GgufValue)>> {
-    let model = tokenizer.get("model")?;
-    if model.get("type")?.as_str()? != "BPE"
-        || tokenizer.get("pre_tokenizer")?.get("type")?.as_str()? != "ByteLevel"
-    {
-        return None;
-    }
-    let mut by_id: Vec<Option<(String, i32)>> = Vec::new();
-    let mut put = |id: usize, s: &str, ty: i32| {
-        if by_id.len() <= id {
-            by_id.resize(id + 1, None);
-        }
-        by_id[id] = Some((s.to_string(), ty));
-    };
-    for (s, id) in model.get("vocab")?.as_object()? {
-        put(id.as_u64()? as usize, s, NORMAL);
-    }
-    for t in tokenizer.get("added_tokens")?.as_array()? {
-        let special = t.get("special").and_then(Value::as_bool).unwrap_or(false);
-        put(
-            t.get("id")?.as_u64()? as usize,
-            t.get("content")?.as_str()?,
-            if special { CONTROL } else { USER_DEFINED },
-        );
-    }
-    let (tokens, types): (Vec<String>, Vec<i32>) = by_id
-        .into_iter()
-        .collect::<Option<Vec<_>>>()?
-        .into_iter()
-        .unzip();
-    let merges: Vec<String> = model
-        .get("merges")?
-        .as_array()?
-        .iter()
-        .map(|m| match m {
-            Value::String(s) => Some(s.clone()),
-            Value::Array(p) => Some(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?)),
-            _ => None,
-        })
-        .collect::<Option<_>>()?;
-    let mut keys = vec![
-        (
-            "tokenizer.ggml.model".to_string(),
-            GgufValue::Str("gpt2".into()),
-        ),
-        (
-            "tokenizer.ggml.pre".to_string(),
-            GgufValue::Str("gpt-2".into()),
-        ),
-        (
-            "tokenizer.ggml.tokens".to_string(),
-            GgufValue::StrArray(tokens),
-        ),
-        (
-            "tokenizer.ggml.token_type".to_string(),
-            GgufValue::I32Array(types),
-        ),
-        (
-            "tokenizer.ggml.merges".to_string(),
-            GgufValue::StrArray(merges),
-        ),
-        (
-            "tokenizer.ggml.add_bos_token".to_string(),
-            GgufValue::Bool(add_bos),
-        ),
-    ];
-    if let Some(b) = bos {
-        keys.push(("tokenizer.ggml.bos_token_id".into(), GgufValue::U32(b)));
-    }
-    if let Some(e) = eos {
-        keys.push(("tokenizer.ggml.eos_token_id".into(), GgufValue::U32(e)));
-    }
-    Some(keys)
 }
 
 /// Parses the JSON `tokenizer_json` built into a tokenizer, naming `f` in errors.
