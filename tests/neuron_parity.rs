@@ -1,5 +1,5 @@
 //! Token-for-token parity of the static-shape engine on `neuron:0` (the libnrt emulator) with the
-//! CPU, for every fixture architecture: prompts of 1 token, exactly one prefill chunk and one
+//! CPU, for every fixture architecture (and Gemma 3 from a GGUF file too): prompts of 1 token, exactly one prefill chunk and one
 //! chunk + 1, 40 greedy tokens crossing KV bucket boundaries, and last-prompt logits within 1e-4.
 
 use std::ops::ControlFlow;
@@ -9,8 +9,8 @@ use switchyard::models::{generate, Engine, EngineOptions, GenerateOptions, Model
 use switchyard::neuron::NeuronDevice;
 use switchyard::Device;
 
-const ARCHS: [&str; 7] = [
-    "llama", "mistral", "qwen2", "phi3", "gemma", "gemma2", "gpt2",
+const ARCHS: [&str; 8] = [
+    "llama", "mistral", "qwen2", "phi3", "gemma", "gemma2", "gemma3", "gpt2",
 ];
 const CHUNK: usize = 8;
 const BUCKETS: [usize; 2] = [16, 32];
@@ -69,8 +69,15 @@ fn greedy<D: Device>(engine: &Engine<D>, prompt: &[u32]) -> Vec<u32> {
 /// architecture for the note.
 fn parity(open: impl Fn() -> NeuronDevice) -> Vec<String> {
     let mut report = Vec::new();
-    for arch in ARCHS {
-        let model = Model::load_dir(&fixture(arch)).unwrap();
+    // Every fixture as a checkpoint directory, and Gemma 3 also as the f32 GGUF file llama.cpp's
+    // converter wrote of it.
+    let gemma3_gguf = fixture("gemma3").join("peer-f32.gguf");
+    let sources = ARCHS
+        .iter()
+        .map(|a| (a.to_string(), fixture(a)))
+        .chain([("gemma3 (GGUF)".to_string(), gemma3_gguf)]);
+    for (arch, path) in sources {
+        let model = Model::load(path.to_str().unwrap()).unwrap();
         let tok = model.tokenizer.as_ref().unwrap();
         let base = tok
             .encode(

@@ -26,14 +26,24 @@ pub enum Arch {
     Gemma,
     /// Gemma-2: Gemma plus post-norms, soft-capping and alternating sliding layers.
     Gemma2,
+    /// Gemma 3 (text): Gemma-2's post-norms, q/k RMS norms, five sliding layers per global one,
+    /// separate rotary bases for sliding and global layers, no soft-capping.
+    Gemma3,
     /// GPT-2: learned positions, LayerNorm with bias, `Conv1D` layout.
     Gpt2,
 }
 
 impl Arch {
     /// Every supported `model_type`.
-    pub const SUPPORTED: [&'static str; 7] = [
-        "llama", "mistral", "qwen2", "phi3", "gemma", "gemma2", "gpt2",
+    pub const SUPPORTED: [&'static str; 8] = [
+        "llama",
+        "mistral",
+        "qwen2",
+        "phi3",
+        "gemma",
+        "gemma2",
+        "gemma3_text",
+        "gpt2",
     ];
 
     /// The architecture for a `model_type` string.
@@ -45,6 +55,7 @@ impl Arch {
             "phi3" => Arch::Phi3,
             "gemma" => Arch::Gemma,
             "gemma2" => Arch::Gemma2,
+            "gemma3_text" => Arch::Gemma3,
             "gpt2" => Arch::Gpt2,
             _ => return None,
         })
@@ -59,8 +70,19 @@ impl Arch {
             Arch::Phi3 => "phi3",
             Arch::Gemma => "gemma",
             Arch::Gemma2 => "gemma2",
+            Arch::Gemma3 => "gemma3_text",
             Arch::Gpt2 => "gpt2",
         }
+    }
+
+    /// A Gemma: `(1 + w)` RMSNorm weights and embeddings scaled by `√hidden`.
+    pub fn is_gemma(self) -> bool {
+        matches!(self, Arch::Gemma | Arch::Gemma2 | Arch::Gemma3)
+    }
+
+    /// Norms after the attention and the MLP too (Gemma 2 and 3).
+    pub fn has_post_norms(self) -> bool {
+        matches!(self, Arch::Gemma2 | Arch::Gemma3)
     }
 }
 
@@ -104,8 +126,16 @@ pub struct ModelConfig {
     pub max_position_embeddings: usize,
     /// Epsilon of the normalization layers.
     pub norm_eps: f32,
-    /// Rotary embedding (none for GPT-2, which learns positions).
+    /// Rotary embedding (none for GPT-2, which learns positions); of the global layers where
+    /// [`ModelConfig::rope_local`] is set.
     pub rope: Option<Rope>,
+    /// Rotary embedding of the sliding-window layers when it differs from `rope` (Gemma 3).
+    pub rope_local: Option<Rope>,
+    /// Queries and keys are RMS-normalized per head before the rotary embedding (Gemma 3).
+    pub qk_norm: bool,
+    /// GPT-2's projections are stored `[in, out]` (Hugging Face's `Conv1D`); GGUF stores them
+    /// `[out, in]` like every other linear layer.
+    pub conv1d: bool,
     /// The output head reuses the token embedding.
     pub tie_word_embeddings: bool,
     /// q, k and v projections have biases.
@@ -327,7 +357,6 @@ impl ModelConfig {
         }
         let norm_eps = match arch {
             Arch::Gpt2 => k.opt_f32("layer_norm_epsilon")?.unwrap_or(1e-5),
-            Arch::Gemma | Arch::Gemma2 => k.opt_f32("rms_norm_eps")?.unwrap_or(1e-6),
             _ => k.opt_f32("rms_norm_eps")?.unwrap_or(1e-6),
         };
         if norm_eps.is_nan() || norm_eps <= 0.0 || norm_eps >= 1.0 {
@@ -341,6 +370,11 @@ impl ModelConfig {
         } else {
             Some(Rope::from_config(&k, head_dim)?)
         };
+        let rope_local = if arch == Arch::Gemma3 {
+            Some(Rope::local_from_config(&k, head_dim)?)
+        } else {
+            None
+        };
         let activation = {
             let key = if gpt2 {
                 "activation_function"
@@ -351,14 +385,14 @@ impl ModelConfig {
             };
             let default = match arch {
                 Arch::Gpt2 => "gelu_new",
-                Arch::Gemma | Arch::Gemma2 => "gelu_pytorch_tanh",
+                a if a.is_gemma() => "gelu_pytorch_tanh",
                 _ => "silu",
             };
             match k.opt_str(key)?.unwrap_or(default) {
                 "silu" | "swish" => Activation::Silu,
                 "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
                 // Gemma's config says "gelu" for what its code runs as the tanh approximation.
-                "gelu" if matches!(arch, Arch::Gemma | Arch::Gemma2) => Activation::GeluTanh,
+                "gelu" if arch.is_gemma() => Activation::GeluTanh,
                 "gelu" => Activation::GeluErf,
                 other => return Err(k.err(key, format!("unsupported activation '{other}'"))),
             }
@@ -367,7 +401,7 @@ impl ModelConfig {
             Arch::Qwen2 => (true, false),
             Arch::Gpt2 => (true, true),
             Arch::Phi3 | Arch::Mistral => (false, false),
-            Arch::Llama | Arch::Gemma | Arch::Gemma2 => {
+            Arch::Llama | Arch::Gemma | Arch::Gemma2 | Arch::Gemma3 => {
                 let b = k.bool_or("attention_bias", false)?;
                 (b, b)
             }
@@ -378,12 +412,12 @@ impl ModelConfig {
             _ => false,
         };
         let layer_windows = layer_windows(&k, arch, num_layers)?;
-        let attn_softcap = if arch == Arch::Gemma2 {
+        let attn_softcap = if arch.has_post_norms() {
             k.opt_f32("attn_logit_softcapping")?
         } else {
             None
         };
-        let final_softcap = if arch == Arch::Gemma2 {
+        let final_softcap = if arch.has_post_norms() {
             k.opt_f32("final_logit_softcapping")?
         } else {
             None
@@ -396,11 +430,9 @@ impl ModelConfig {
                 return Err(k.err(key, "must be positive"));
             }
         }
-        let attn_scale = match (arch, k.opt_f32("query_pre_attn_scalar")?) {
-            (Arch::Gemma2, Some(s)) if s > 0.0 => s.powf(-0.5),
-            (Arch::Gemma2, Some(_)) => {
-                return Err(k.err("query_pre_attn_scalar", "must be positive"))
-            }
+        let attn_scale = match (arch.has_post_norms(), k.opt_f32("query_pre_attn_scalar")?) {
+            (true, Some(s)) if s > 0.0 => s.powf(-0.5),
+            (true, Some(_)) => return Err(k.err("query_pre_attn_scalar", "must be positive")),
             _ => (head_dim as f32).powf(-0.5),
         };
         if gpt2 && k.bool_or("scale_attn_by_inverse_layer_idx", false)? {
@@ -412,7 +444,7 @@ impl ModelConfig {
         };
         let bos_token_id = k.opt_usize("bos_token_id")?.map(|v| v as u32);
         let eos_token_ids = k.ids("eos_token_id")?;
-        let tie_default = matches!(arch, Arch::Gpt2 | Arch::Gemma | Arch::Gemma2);
+        let tie_default = arch == Arch::Gpt2 || arch.is_gemma();
         Ok(ModelConfig {
             arch,
             vocab_size,
@@ -425,6 +457,9 @@ impl ModelConfig {
             max_position_embeddings,
             norm_eps,
             rope,
+            rope_local,
+            qk_norm: arch == Arch::Gemma3,
+            conv1d: gpt2,
             tie_word_embeddings: k.bool_or("tie_word_embeddings", tie_default)?,
             qkv_bias,
             o_bias,
@@ -501,6 +536,17 @@ fn layer_windows(k: &Keys<'_>, arch: Arch, layers: usize) -> Result<Vec<Option<u
             let w = window.unwrap_or(4096);
             (0..layers).map(|i| (i % 2 == 0).then_some(w)).collect()
         }
+        Arch::Gemma3 => {
+            // Every `sliding_window_pattern`-th layer is global, the others slide.
+            let w = window.unwrap_or(4096);
+            let pattern = k.opt_usize("sliding_window_pattern")?.unwrap_or(6);
+            if pattern == 0 {
+                return Err(k.err("sliding_window_pattern", "must be at least 1"));
+            }
+            (0..layers)
+                .map(|i| (!(i + 1).is_multiple_of(pattern)).then_some(w))
+                .collect()
+        }
         Arch::Llama | Arch::Gemma | Arch::Gpt2 => vec![None; layers],
     })
 }
@@ -537,5 +583,43 @@ impl RopeScaling {
                 ))
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> ModelConfig {
+        let v: Value = serde_json::from_str(json).unwrap();
+        ModelConfig::from_json(Path::new("config.json"), &v).unwrap()
+    }
+
+    const GEMMA2: &str = r#"{"model_type": "gemma2", "vocab_size": 8, "hidden_size": 64,
+        "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "head_dim": 16, "intermediate_size": 32, "max_position_embeddings": 64,
+        "query_pre_attn_scalar": 144, "sliding_window": 4}"#;
+
+    #[test]
+    fn query_pre_attn_scalar_sets_the_attention_scale() {
+        let c = parse(GEMMA2);
+        assert_eq!(c.attn_scale, 144f32.powf(-0.5));
+        assert_eq!(c.layer_windows, vec![Some(4), None, Some(4), None]);
+    }
+
+    #[test]
+    fn gemma3_classic_layout_and_window_pattern() {
+        let c = parse(
+            r#"{"model_type": "gemma3_text", "vocab_size": 8, "hidden_size": 64,
+            "num_hidden_layers": 7, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 16, "intermediate_size": 32, "max_position_embeddings": 64,
+            "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "sliding_window": 8,
+            "sliding_window_pattern": 3}"#,
+        );
+        assert_eq!(c.rope.as_ref().unwrap().theta, 1e6);
+        assert_eq!(c.rope_local.as_ref().unwrap().theta, 1e4);
+        assert!(c.qk_norm && c.tie_word_embeddings);
+        let w = Some(8);
+        assert_eq!(c.layer_windows, vec![w, w, None, w, w, None, w]);
     }
 }

@@ -77,8 +77,7 @@ impl Builder<'_> {
         inp: usize,
         bias: bool,
     ) -> RtResult<NodeId> {
-        let conv1d = self.cfg.arch == Arch::Gpt2;
-        let y = if conv1d {
+        let y = if self.cfg.conv1d {
             let w = self.weight(&format!("{name}.weight"), &[inp, out])?;
             self.b.matmul(x, w)?
         } else {
@@ -101,13 +100,20 @@ impl Builder<'_> {
                 let bias = self.weight(&format!("{name}.bias"), &[h])?;
                 self.b.layer_norm(x, w, bias, eps)
             }
-            Arch::Gemma | Arch::Gemma2 => {
+            a if a.is_gemma() => {
                 // Gemma scales by (1 + w).
                 let w1 = self.b.affine(w, 1.0, 1.0)?;
                 self.b.rms_norm(x, w1, eps)
             }
             _ => self.b.rms_norm(x, w, eps),
         }
+    }
+
+    /// Gemma 3's per-head RMS norm of queries or keys (`[.., head_dim]`, weight `(1 + w)`).
+    fn head_norm(&mut self, x: NodeId, name: &str) -> RtResult<NodeId> {
+        let w = self.weight(&format!("{name}.weight"), &[self.cfg.head_dim])?;
+        let w1 = self.b.affine(w, 1.0, 1.0)?;
+        self.b.rms_norm(x, w1, self.cfg.norm_eps)
     }
 
     fn act(&mut self, x: NodeId) -> RtResult<NodeId> {
@@ -188,9 +194,13 @@ impl Builder<'_> {
         // Heads first for rotary embedding and attention; the cache stores positions first
         // (`[1, cache_len, kv_heads, head_dim]`), so one position's keys are contiguous and
         // attention kernels can read the cache in place.
-        let q = self.split_heads(q, hq)?;
-        let mut q = self.swap_seq_heads(q)?;
+        let mut q = self.split_heads(q, hq)?;
         let mut k = self.split_heads(k, hkv)?;
+        if c.qk_norm {
+            q = self.head_norm(q, &format!("{p}.self_attn.q_norm"))?;
+            k = self.head_norm(k, &format!("{p}.self_attn.k_norm"))?;
+        }
+        let mut q = self.swap_seq_heads(q)?;
         let v = self.split_heads(v, hkv)?;
         if let Some((cos, sin)) = rope {
             q = self.b.rope(q, cos, sin, false)?;
@@ -228,7 +238,7 @@ impl Builder<'_> {
             format!("{p}.self_attn.o_proj")
         };
         let mut o = self.linear(a, &o_name, h, qn, c.o_bias)?;
-        if c.arch == Arch::Gemma2 {
+        if c.arch.has_post_norms() {
             o = self.norm(o, &format!("{p}.post_attention_layernorm"))?;
         }
         self.b.add(x, o)
@@ -240,7 +250,7 @@ impl Builder<'_> {
         let (h, n) = (c.hidden_size, c.intermediate_size);
         let norm_name = match c.arch {
             Arch::Gpt2 => "ln_2",
-            Arch::Gemma2 => "pre_feedforward_layernorm",
+            a if a.has_post_norms() => "pre_feedforward_layernorm",
             _ => "post_attention_layernorm",
         };
         let ln = self.norm(x, &format!("{p}.{norm_name}"))?;
@@ -265,11 +275,33 @@ impl Builder<'_> {
                 self.linear(gu, &format!("{p}.mlp.down_proj"), h, n, c.mlp_bias)?
             }
         };
-        if c.arch == Arch::Gemma2 {
+        if c.arch.has_post_norms() {
             m = self.norm(m, &format!("{p}.post_feedforward_layernorm"))?;
         }
         self.b.add(x, m)
     }
+}
+
+/// `cos` and `sin` `[t, rotary_dim / 2]` of `rope` at `positions`.
+fn rope_tables(
+    s: &mut Builder<'_>,
+    rope: &crate::rope::Rope,
+    positions: NodeId,
+    t: &Dim,
+    compute: DType,
+) -> RtResult<(NodeId, NodeId)> {
+    let inv = rope.inv_freq();
+    let inv = s.b.constant(HostTensor::from_f32(&[1, inv.len()], &inv)?)?;
+    let p = s.b.cast(positions, DType::F32)?;
+    let p = s.b.reshape(p, vec![t.clone(), Dim::Fixed(1)])?;
+    let angles = s.b.mul(p, inv)?;
+    let mut cos = s.b.unary(UnaryOp::Cos, angles)?;
+    let mut sin = s.b.unary(UnaryOp::Sin, angles)?;
+    if compute != DType::F32 {
+        cos = s.b.cast(cos, compute)?;
+        sin = s.b.cast(sin, compute)?;
+    }
+    Ok((cos, sin))
 }
 
 /// Name of the token embedding weight.
@@ -323,7 +355,7 @@ fn build(cfg: &ModelConfig, opts: &GraphOptions) -> RtResult<Graph> {
     let embed = s.weight(embedding_name(cfg.arch), &[v, h])?;
     let mut x = s.b.gather(embed, tokens)?;
     match cfg.arch {
-        Arch::Gemma | Arch::Gemma2 => x = s.b.affine(x, (h as f32).sqrt(), 0.0)?,
+        a if a.is_gemma() => x = s.b.affine(x, (h as f32).sqrt(), 0.0)?,
         Arch::Gpt2 => {
             let wpe = s.weight("wpe.weight", &[cfg.max_position_embeddings, h])?;
             let p = s.b.gather(wpe, positions)?;
@@ -331,27 +363,25 @@ fn build(cfg: &ModelConfig, opts: &GraphOptions) -> RtResult<Graph> {
         }
         _ => {}
     }
-    // Rotary tables from the positions, in f32 like the reference implementation.
-    let rope = match &cfg.rope {
-        None => None,
-        Some(rope) => {
-            let inv = rope.inv_freq();
-            let inv = s.b.constant(HostTensor::from_f32(&[1, inv.len()], &inv)?)?;
-            let p = s.b.cast(positions, DType::F32)?;
-            let p = s.b.reshape(p, vec![t.clone(), Dim::Fixed(1)])?;
-            let angles = s.b.mul(p, inv)?;
-            let mut cos = s.b.unary(UnaryOp::Cos, angles)?;
-            let mut sin = s.b.unary(UnaryOp::Sin, angles)?;
-            if opts.compute != DType::F32 {
-                cos = s.b.cast(cos, opts.compute)?;
-                sin = s.b.cast(sin, opts.compute)?;
-            }
-            Some((cos, sin))
-        }
-    };
+    // Rotary tables from the positions, in f32 like the reference implementation: one for the
+    // global layers and, where it differs, one for the sliding-window layers.
+    let rope = cfg
+        .rope
+        .as_ref()
+        .map(|r| rope_tables(&mut s, r, positions, &t, opts.compute))
+        .transpose()?;
+    let rope_local = cfg
+        .rope_local
+        .as_ref()
+        .map(|r| rope_tables(&mut s, r, positions, &t, opts.compute))
+        .transpose()?;
     let write_pos = s.b.slice(positions, 0, 0, 1)?;
     for i in 0..cfg.num_layers {
-        x = s.attention_block(x, i, rope, positions, write_pos, opts.cache_len)?;
+        let tables = match (cfg.layer_windows[i], rope_local) {
+            (Some(_), Some(local)) => Some(local),
+            _ => rope,
+        };
+        x = s.attention_block(x, i, tables, positions, write_pos, opts.cache_len)?;
         x = s.mlp_block(x, i)?;
     }
     x = s.norm(

@@ -42,8 +42,48 @@ pub struct Rope {
 }
 
 impl Rope {
+    /// The rotary embedding of a config (of its global layers, when it has per-layer-type
+    /// parameters: Gemma 3's `rope_parameters.full_attention`).
     pub(crate) fn from_config(k: &Keys<'_>, head_dim: usize) -> Result<Rope> {
-        let (theta, partial, scaling) = match k.object("rope_parameters")? {
+        Self::parse(k, head_dim, "full_attention", "rope_theta")
+    }
+
+    /// The rotary embedding of the sliding-window layers of a Gemma 3 config:
+    /// `rope_parameters.sliding_attention`, or `rope_local_base_freq` (default 10000) without
+    /// scaling.
+    pub(crate) fn local_from_config(k: &Keys<'_>, head_dim: usize) -> Result<Rope> {
+        let nested = k.object("rope_parameters")?;
+        if let Some(rp) = &nested {
+            if rp.object("sliding_attention")?.is_some() {
+                return Self::parse(k, head_dim, "sliding_attention", "rope_local_base_freq");
+            }
+        }
+        let theta = match nested.as_ref().map(|rp| rp.opt_f32("rope_local_base_freq")) {
+            Some(Ok(Some(t))) => t,
+            Some(Err(e)) => return Err(e),
+            _ => k.opt_f32("rope_local_base_freq")?.unwrap_or(10000.0),
+        };
+        if theta.is_nan() || theta <= 1.0 {
+            return Err(ModelError::config(
+                k.file,
+                "rope_local_base_freq",
+                format!("{theta} must be > 1"),
+            ));
+        }
+        Ok(Rope {
+            theta,
+            rotary_dim: head_dim,
+            scaling: RopeScaling::None,
+        })
+    }
+
+    fn parse(k: &Keys<'_>, head_dim: usize, layer_type: &str, classic_theta: &str) -> Result<Rope> {
+        let nested = k.object("rope_parameters")?;
+        let by_type = match &nested {
+            Some(rp) => rp.object(layer_type)?,
+            None => None,
+        };
+        let (theta, partial, scaling) = match by_type.or(nested) {
             Some(rp) => (
                 rp.opt_f32("rope_theta")?.unwrap_or(10000.0),
                 match rp.opt_f32("partial_rotary_factor")? {
@@ -53,7 +93,7 @@ impl Rope {
                 RopeScaling::parse(&rp, "rope_parameters")?,
             ),
             None => (
-                k.opt_f32("rope_theta")?.unwrap_or(10000.0),
+                k.opt_f32(classic_theta)?.unwrap_or(10000.0),
                 k.opt_f32("partial_rotary_factor")?,
                 match k.object("rope_scaling")? {
                     Some(rs) => RopeScaling::parse(&rs, "rope_scaling")?,

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use switchyard_candle::CandleDevice;
 use switchyard_models::{generate, Engine, EngineOptions, GenerateOptions, Model, ModelConfig};
 
-const ARCHS: [&str; 7] = [
-    "llama", "mistral", "qwen2", "phi3", "gemma", "gemma2", "gpt2",
+const ARCHS: [&str; 8] = [
+    "llama", "mistral", "qwen2", "phi3", "gemma", "gemma2", "gemma3", "gpt2",
 ];
 const LOGIT_TOLERANCE: f32 = 1e-4;
 
