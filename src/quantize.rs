@@ -134,7 +134,7 @@ impl WeightSource for QuantizedWeights {
 
     fn tensor(&self, name: &str) -> crate::models::Result<HostTensor> {
         let t = self.inner.tensor(name)?;
-        match self.plan.get(name) {
+        match self.planned(name) {
             Some(&q) if t.dtype() != q => {
                 let f = if t.dtype() == DType::F32 {
                     t
@@ -148,16 +148,26 @@ impl WeightSource for QuantizedWeights {
     }
 
     fn origin(&self, name: &str) -> String {
-        match self.plan.get(name) {
+        match self.planned(name) {
             Some(q) => format!("{} (quantized to {q} on load)", self.inner.origin(name)),
             None => self.inner.origin(name),
         }
     }
 
     fn stored_dtype(&self, name: &str) -> Option<DType> {
-        self.plan
-            .get(name)
+        self.planned(name)
             .copied()
             .or_else(|| self.inner.stored_dtype(name))
+    }
+}
+
+impl QuantizedWeights {
+    /// The planned type of the weight `name` (a graph name, or a GPT-2 checkpoint's
+    /// `transformer.`-prefixed one).
+    fn planned(&self, name: &str) -> Option<&DType> {
+        self.plan.get(name).or_else(|| {
+            name.strip_prefix("transformer.")
+                .and_then(|n| self.plan.get(n))
+        })
     }
 }

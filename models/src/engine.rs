@@ -244,7 +244,7 @@ fn load_weight(
     name: &str,
     spec: &switchyard_runtime::TensorSpec,
 ) -> Result<HostTensor> {
-    let name = checkpoint_name(source, name, arch);
+    let name = crate::weights::checkpoint_name(source, name, arch);
     let host = source.tensor(&name)?;
     let file = std::path::PathBuf::from(source.origin(&name));
     let expected = spec.shape.fixed_dims().expect("weights have fixed shapes");
@@ -291,7 +291,11 @@ fn quantized_weights(
         if p.kind != ParamKind::Weight {
             continue;
         }
-        let stored = source.stored_dtype(&checkpoint_name(source, &p.name, config.arch));
+        let stored = source.stored_dtype(&crate::weights::checkpoint_name(
+            source,
+            &p.name,
+            config.arch,
+        ));
         if let Some(q) = stored.filter(|d| d.is_quantized()) {
             if !info.quantized.contains(&q) {
                 return Err(ModelError::InvalidOption {
@@ -316,21 +320,6 @@ fn quantized_weights(
         }
     }
     Ok(out)
-}
-
-/// The checkpoint name of a graph weight (GPT-2 checkpoints may prefix `transformer.`).
-fn checkpoint_name<'a>(
-    source: &dyn WeightSource,
-    name: &'a str,
-    arch: Arch,
-) -> std::borrow::Cow<'a, str> {
-    if arch == Arch::Gpt2 && !source.contains(name) {
-        let prefixed = format!("transformer.{name}");
-        if source.contains(&prefixed) {
-            return prefixed.into();
-        }
-    }
-    name.into()
 }
 
 impl<D: Device> Engine<D> {

@@ -56,4 +56,4 @@ pub use model::{GenerationConfig, Model};
 pub use rope::{Rope, RopeScaling};
 pub use sampling::{argmax, Sampler, SamplingParams};
 pub use tokenizer::{TextStream, Tokenizer};
-pub use weights::WeightSource;
+pub use weights::{checkpoint_name, WeightSource};

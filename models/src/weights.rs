@@ -1,5 +1,6 @@
 //! Where an engine's weights come from: a checkpoint on disk, or generated in memory.
 
+use crate::config::Arch;
 use crate::error::Result;
 use switchyard_runtime::HostTensor;
 
@@ -24,6 +25,21 @@ pub trait WeightSource: Send + Sync {
     fn stored_dtype(&self, _name: &str) -> Option<switchyard_runtime::DType> {
         None
     }
+}
+
+/// The name `source` holds a graph weight under: GPT-2 checkpoints may prefix `transformer.`.
+pub fn checkpoint_name<'a>(
+    source: &dyn WeightSource,
+    name: &'a str,
+    arch: Arch,
+) -> std::borrow::Cow<'a, str> {
+    if arch == Arch::Gpt2 && !source.contains(name) {
+        let prefixed = format!("transformer.{name}");
+        if source.contains(&prefixed) {
+            return prefixed.into();
+        }
+    }
+    name.into()
 }
 
 impl WeightSource for crate::Checkpoint {

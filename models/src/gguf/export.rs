@@ -1,40 +1,14 @@
-//! Exporting a Llama-architecture model to GGUF, as llama.cpp expects it.
+//! Exporting a model to GGUF as llama.cpp's converter writes it: the architecture's keys and
+//! tensor names ([`super::arch`]), q/k rows of llama models in interleaved rotary order, Gemma
+//! norm weights as `1 + w`, GPT-2's projections `[out, in]`, the tokenizer and chat template.
 
+use super::arch::{self, gguf_arch, gguf_tensor_name, Stored};
 use super::{file_type, GgufValue, GgufWriter};
-use crate::config::{Arch, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::model::Model;
 use crate::rope::RopeScaling;
 use std::path::Path;
 use switchyard_runtime::{DType, HostTensor};
-
-/// The GGUF name of a Hugging Face Llama tensor name.
-pub fn gguf_tensor_name(hf: &str) -> Option<String> {
-    let fixed = match hf {
-        "model.embed_tokens.weight" => Some("token_embd.weight"),
-        "model.norm.weight" => Some("output_norm.weight"),
-        "lm_head.weight" => Some("output.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
-    }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (layer, part) = rest.split_once('.')?;
-    let g = match part {
-        "input_layernorm.weight" => "attn_norm.weight",
-        "self_attn.q_proj.weight" => "attn_q.weight",
-        "self_attn.k_proj.weight" => "attn_k.weight",
-        "self_attn.v_proj.weight" => "attn_v.weight",
-        "self_attn.o_proj.weight" => "attn_output.weight",
-        "post_attention_layernorm.weight" => "ffn_norm.weight",
-        "mlp.gate_proj.weight" => "ffn_gate.weight",
-        "mlp.up_proj.weight" => "ffn_up.weight",
-        "mlp.down_proj.weight" => "ffn_down.weight",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{g}"))
-}
 
 /// Reorders the rows of a q or k projection from the Hugging Face rotary layout (feature pairs
 /// `(i, i + d/2)` within each head) to the GGUF one (pairs `(2i, 2i + 1)`).
@@ -113,37 +87,17 @@ fn model_vocab(model: &Model) -> Result<Option<Vec<(String, GgufValue)>>> {
         })
         .unwrap_or(0);
     if n > c.vocab_size {
-        return Err(bad(format!(
-            "{n} tokens, but the model's vocabulary is {}",
-            c.vocab_size
-        )));
+        // Tokens past the embedding's rows (special tokens a tokenizer class adds) can never
+        // reach the model; anything else past them means the two do not belong together.
+        super::vocab::export::truncate_to(&mut keys, c.vocab_size).map_err(bad)?;
     }
     super::vocab::export::pad_to(&mut keys, c.vocab_size);
     Ok(Some(keys))
 }
 
-fn check_exportable(c: &ModelConfig) -> Result<()> {
-    let bad = |what: String| {
-        Err(ModelError::InvalidOption {
-            option: "--model",
-            message: format!("GGUF export supports plain Llama-architecture models: {what}"),
-        })
-    };
-    if c.arch != Arch::Llama {
-        return bad(format!("this is {}", c.arch));
-    }
-    if c.qkv_bias || c.o_bias || c.mlp_bias {
-        return bad("this one has biases".into());
-    }
-    match &c.rope {
-        Some(_) => Ok(()),
-        None => bad("it has no rotary embedding".into()),
-    }
-}
-
-/// Writes `model` as a GGUF file at `path`. Every weight is read in f32, q/k rows are permuted to
-/// GGUF's rotary layout, and `convert` turns each tensor into the stored dtype (given the GGUF
-/// tensor name, so callers can keep norms in f32). `mostly` is the dtype recorded as the file type.
+/// Writes `model` as a GGUF file at `path`. Every weight is read in f32 and stored as llama.cpp
+/// expects it; `convert` turns each tensor into the stored dtype (given the GGUF tensor name,
+/// so callers can keep norms in f32). `mostly` is the dtype recorded as the file type.
 pub fn export_gguf(
     model: &Model,
     mostly: DType,
@@ -151,29 +105,19 @@ pub fn export_gguf(
     path: &Path,
 ) -> Result<()> {
     let c = &model.config;
-    check_exportable(c)?;
-    let rope = c.rope.as_ref().expect("llama has rope");
     let mut w = GgufWriter::new();
     let name = model.dir.display().to_string();
-    let u = |v: usize| GgufValue::U32(v as u32);
-    w.meta("general.architecture", GgufValue::Str("llama".into()))
-        .meta("general.name", GgufValue::Str(name))
-        .meta("general.file_type", GgufValue::U32(file_type(mostly)))
-        // The block layouts written are those of ggml's quantization version 2.
-        .meta("general.quantization_version", GgufValue::U32(2))
-        .meta("llama.context_length", u(c.max_position_embeddings))
-        .meta("llama.embedding_length", u(c.hidden_size))
-        .meta("llama.block_count", u(c.num_layers))
-        .meta("llama.feed_forward_length", u(c.intermediate_size))
-        .meta("llama.rope.dimension_count", u(rope.rotary_dim))
-        .meta("llama.attention.head_count", u(c.num_heads))
-        .meta("llama.attention.head_count_kv", u(c.num_kv_heads))
-        .meta(
-            "llama.attention.layer_norm_rms_epsilon",
-            GgufValue::F32(c.norm_eps),
-        )
-        .meta("llama.rope.freq_base", GgufValue::F32(rope.theta))
-        .meta("llama.vocab_size", u(c.vocab_size));
+    w.meta(
+        "general.architecture",
+        GgufValue::Str(gguf_arch(c.arch).into()),
+    )
+    .meta("general.name", GgufValue::Str(name))
+    .meta("general.file_type", GgufValue::U32(file_type(mostly)))
+    // The block layouts written are those of ggml's quantization version 2.
+    .meta("general.quantization_version", GgufValue::U32(2));
+    for (k, v) in arch::metadata(c)? {
+        w.meta(&k, v);
+    }
     match model_vocab(model)? {
         Some(keys) => {
             for (k, v) in keys {
@@ -207,7 +151,20 @@ pub fn export_gguf(
             quantized: Default::default(),
         },
     )?;
-    if rope.scaling != RopeScaling::None {
+    if let Some(rope) = c
+        .rope
+        .as_ref()
+        .filter(|r| !matches!(r.scaling, RopeScaling::None | RopeScaling::Linear { .. }))
+    {
+        if gguf_arch(c.arch) != "llama" {
+            return Err(ModelError::InvalidOption {
+                option: "--model",
+                message: format!(
+                    "GGUF export: {}'s rotary scaling has no GGUF form llama.cpp reads",
+                    c.arch
+                ),
+            });
+        }
         // llama.cpp divides each frequency by these factors.
         let f = rope.factors();
         w.tensor(
@@ -219,25 +176,54 @@ pub fn export_gguf(
         if p.kind != switchyard_runtime::ParamKind::Weight {
             continue;
         }
-        let gguf = gguf_tensor_name(&p.name).ok_or_else(|| ModelError::InvalidOption {
+        let gguf = gguf_tensor_name(c.arch, &p.name).ok_or_else(|| ModelError::InvalidOption {
             option: "--model",
             message: format!("no GGUF name for tensor {}", p.name),
         })?;
-        let mut t = model.weights.tensor(&p.name)?.to_dtype(DType::F32)?;
-        if p.name.ends_with("q_proj.weight") {
-            t = permute_rotary_rows(&t, c.num_heads)?;
-        } else if p.name.ends_with("k_proj.weight") {
-            t = permute_rotary_rows(&t, c.num_kv_heads)?;
+        let stored_as = crate::weights::checkpoint_name(model.weights.as_ref(), &p.name, c.arch);
+        let mut t = model.weights.tensor(&stored_as)?.to_dtype(DType::F32)?;
+        let conv1d_weight = [
+            ".attn.c_attn.weight",
+            ".attn.c_proj.weight",
+            ".mlp.c_fc.weight",
+            ".mlp.c_proj.weight",
+        ]
+        .iter()
+        .any(|s| p.name.ends_with(s));
+        if c.conv1d && conv1d_weight {
+            t = transpose(&t)?;
         }
+        t = match arch::stored(c, &gguf) {
+            Stored::Same => t,
+            Stored::RotaryInterleaved(heads) => permute_rotary_rows(&t, heads)?,
+            Stored::PlusOne => {
+                let v: Vec<f32> = t.to_f32_vec()?.into_iter().map(|x| x + 1.0).collect();
+                HostTensor::from_f32_vec(t.dims(), v)?
+            }
+        };
         let stored = convert(&gguf, t)?;
         w.tensor(&gguf, stored)?;
     }
     w.write(path)
 }
 
+/// A `[rows, cols]` f32 tensor transposed.
+fn transpose(t: &HostTensor) -> Result<HostTensor> {
+    let (rows, cols) = (t.dims()[0], t.dims()[1]);
+    let v = t.to_f32_vec()?;
+    let mut out = vec![0f32; v.len()];
+    for r in 0..rows {
+        for (c, &x) in v[r * cols..(r + 1) * cols].iter().enumerate() {
+            out[c * rows + r] = x;
+        }
+    }
+    Ok(HostTensor::from_f32_vec(&[cols, rows], out)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Arch;
 
     #[test]
     fn rotary_permutation_interleaves_each_head() {
@@ -246,16 +232,28 @@ mod tests {
         let p = permute_rotary_rows(&t, 2).unwrap().to_f32_vec().unwrap();
         assert_eq!(p, vec![0., 2., 1., 3., 4., 6., 5., 7.]);
         assert_eq!(
-            gguf_tensor_name("model.layers.12.mlp.down_proj.weight").as_deref(),
+            gguf_tensor_name(Arch::Llama, "model.layers.12.mlp.down_proj.weight").as_deref(),
             Some("blk.12.ffn_down.weight")
         );
         assert_eq!(
-            gguf_tensor_name("model.embed_tokens.weight").as_deref(),
+            gguf_tensor_name(Arch::Llama, "model.embed_tokens.weight").as_deref(),
             Some("token_embd.weight")
         );
         assert_eq!(
-            gguf_tensor_name("model.layers.0.self_attn.rotary_emb.inv_freq"),
+            gguf_tensor_name(Arch::Llama, "model.layers.0.self_attn.rotary_emb.inv_freq"),
             None
+        );
+        assert_eq!(
+            gguf_tensor_name(
+                Arch::Gemma2,
+                "model.layers.3.post_attention_layernorm.weight"
+            )
+            .as_deref(),
+            Some("blk.3.post_attention_norm.weight")
+        );
+        assert_eq!(
+            gguf_tensor_name(Arch::Gpt2, "h.1.attn.c_attn.bias").as_deref(),
+            Some("blk.1.attn_qkv.bias")
         );
     }
 }

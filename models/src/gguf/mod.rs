@@ -2,14 +2,16 @@
 //!
 //! Written from the format's public specification (version 3, little-endian).
 
+mod arch;
 mod export;
 mod load;
 mod reader;
 mod vocab;
 mod writer;
 
-pub use export::{export_gguf, gguf_tensor_name, permute_rotary_rows};
-pub use load::{load_gguf, load_gguf_tokenizer, GgufWeights, GGUF_ARCHITECTURES};
+pub use arch::{gguf_arch, gguf_tensor_name, GGUF_ARCHITECTURES};
+pub use export::{export_gguf, permute_rotary_rows};
+pub use load::{load_gguf, load_gguf_tokenizer, GgufWeights};
 pub use reader::{GgufFile, GgufTensorInfo};
 pub use vocab::VOCABULARY_KINDS;
 pub use writer::{GgufValue, GgufWriter};

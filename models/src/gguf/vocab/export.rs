@@ -143,6 +143,46 @@ fn sentencepiece_spaces(tok: &Value) -> Option<bool> {
     found.then_some(prepend)
 }
 
+/// The strings a regular expression made only of escaped literals joined by `|` matches, or
+/// `None` for any other pattern.
+fn literal_alternatives(regex: &str) -> Option<Vec<String>> {
+    let mut out = vec![String::new()];
+    let mut chars = regex.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out
+                .last_mut()?
+                .push(chars.next().filter(|n| n.is_ascii_punctuation())?),
+            '|' => out.push(String::new()),
+            '.' | '*' | '+' | '?' | '(' | ')' | '[' | ']' | '{' | '}' | '^' | '$' => return None,
+            c => out.last_mut()?.push(c),
+        }
+    }
+    (!out.iter().any(String::is_empty)).then_some(out)
+}
+
+/// Tokens a pre-tokenizer keeps whole by splitting them out as literals: how `transformers`
+/// writes SentencePiece user-defined symbols (they stay in the vocabulary, not added tokens).
+fn isolated_literals(pre: Option<&Value>) -> Vec<String> {
+    let Some(pre) = pre else { return Vec::new() };
+    match pre.get("type").and_then(Value::as_str) {
+        Some("Split") => pre
+            .get("pattern")
+            .and_then(|p| p.get("Regex"))
+            .and_then(Value::as_str)
+            .and_then(literal_alternatives)
+            .unwrap_or_default(),
+        Some("Sequence") => pre
+            .get("pretokenizers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|p| isolated_literals(Some(p)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The GGUF vocabulary keys of `tok` (a `tokenizer.json` value).
 pub(crate) fn vocab_keys(
     tok: &Value,
@@ -155,7 +195,7 @@ pub(crate) fn vocab_keys(
             "a {kind} tokenizer has no GGUF vocabulary kind here (BPE tokenizers do)"
         ));
     }
-    let (tokens, types) = tokens_by_id(tok)?;
+    let (tokens, mut types) = tokens_by_id(tok)?;
     let merges = merges_of(model)?;
     let byte_level = tok.get("pre_tokenizer").and_then(pre::detect);
     let mut keys: Vec<(String, GgufValue)> = Vec::new();
@@ -176,6 +216,13 @@ pub(crate) fn vocab_keys(
             .iter()
             .map(|t| rank.get(t).map_or(0.0, |&r| -(r as f32) - 1.0))
             .collect();
+        for lit in isolated_literals(tok.get("pre_tokenizer")) {
+            if let Some(i) = tokens.iter().position(|t| *t == lit) {
+                if types[i] == NORMAL {
+                    types[i] = USER_DEFINED;
+                }
+            }
+        }
         key("tokenizer.ggml.model", GgufValue::Str("llama".into()));
         key("tokenizer.ggml.scores", GgufValue::F32Array(scores));
         key("tokenizer.ggml.add_space_prefix", GgufValue::Bool(prefix));
@@ -226,4 +273,34 @@ pub(crate) fn pad_to(keys: &mut [(String, GgufValue)], n: usize) {
             _ => {}
         }
     }
+}
+
+/// Drops the tokens of `keys` from id `n` on, when every one of them is an added (control or
+/// user-defined) token; an error naming the first that is not.
+pub(crate) fn truncate_to(keys: &mut [(String, GgufValue)], n: usize) -> Result<(), String> {
+    let types = keys.iter().find_map(|(k, v)| match (k.as_str(), v) {
+        ("tokenizer.ggml.token_type", GgufValue::I32Array(t)) => Some(t.clone()),
+        _ => None,
+    });
+    if let Some(i) = types
+        .iter()
+        .flatten()
+        .enumerate()
+        .skip(n)
+        .find(|(_, &t)| t != CONTROL && t != USER_DEFINED)
+        .map(|(i, _)| i)
+    {
+        return Err(format!(
+            "token {i} is a vocabulary token, but the model has only {n} embedding rows"
+        ));
+    }
+    for (k, v) in keys.iter_mut() {
+        match (k.as_str(), v) {
+            ("tokenizer.ggml.tokens", GgufValue::StrArray(t)) => t.truncate(n),
+            ("tokenizer.ggml.token_type", GgufValue::I32Array(t)) => t.truncate(n),
+            ("tokenizer.ggml.scores", GgufValue::F32Array(t)) => t.truncate(n),
+            _ => {}
+        }
+    }
+    Ok(())
 }
