@@ -340,9 +340,9 @@ fn packed_matmul(
     Tensor::from_vec(y, out, a.device())
 }
 
-/// Activations times a block-quantized weight with the kernels of [`crate::cpu::quant`]: integer
-/// dot products for one row, dequantizing slices into the f32 matrix kernel for more; `None`
-/// when they do not apply (candle's quantized matmul is used then).
+/// Activations times a block-quantized weight with the kernels of [`crate::cpu::quant`]:
+/// activations quantized as llama.cpp does for the weight's type, integer dot products for every
+/// row; `None` when they do not apply (candle's quantized matmul is used then).
 fn quant_matmul(
     isa: Isa,
     a: &Tensor,
@@ -357,12 +357,7 @@ fn quant_matmul(
         && a.device().is_cpu()
         && *a.dims().last().unwrap_or(&0) == k
         && k.is_multiple_of(dtype.block_len())
-        && k.is_multiple_of(32)
-        && if rows == 1 {
-            crate::cpu::quant::gemv_available(dtype, isa)
-        } else {
-            crate::cpu::gemm::available(isa)
-        };
+        && crate::cpu::quant::available(dtype, isa);
     if !fits {
         return Ok(None);
     }
@@ -375,12 +370,7 @@ fn quant_matmul(
     };
     let mut y = vec![0f32; rows * n];
     let done = with_f32(a, |x| {
-        Ok(if rows == 1 {
-            crate::cpu::quant::gemv(isa, x, &qm, &mut y)
-        } else {
-            let rhs = crate::cpu::gemm::Rhs::Quant(qm);
-            crate::cpu::gemm::gemm_nt(isa, x, rows, k, rhs, n, &mut y)
-        })
+        Ok(crate::cpu::quant::matmul(isa, x, rows, &qm, &mut y))
     })?;
     if !done {
         return Ok(None);

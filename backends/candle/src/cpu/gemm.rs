@@ -43,9 +43,6 @@ pub(crate) enum Rhs<'a> {
     },
     /// `C = A·Wᵀ` for a weight already in panel layout.
     Packed(&'a super::packed::PackedMatrix),
-    /// `C = A·Wᵀ` for a block-quantized `[N, K]` weight, dequantized slice by slice as it is
-    /// packed.
-    Quant(super::quant::QuantMatrix<'a>),
 }
 
 /// `tile = Apᵀ·Bp` for one packed slice: `a` holds `kc × MR` values (row `k` = the MR rows' `k`-th
@@ -153,26 +150,6 @@ fn pack_b(rhs: Rhs<'_>, j0: usize, cols: usize, k0: usize, kc: usize, bp: &mut [
             }
         }
         Rhs::Packed(_) => unreachable!("packed weights are read in place by `panels`"),
-        Rhs::Quant(w) => {
-            let mut row = [0f32; KC];
-            for j in 0..NR {
-                if j < cols {
-                    switchyard_runtime::quant::dequantize_into(
-                        w.dtype,
-                        w.row_range(j0 + j, k0, kc),
-                        &mut row[..kc],
-                    )
-                    .expect("weight row ranges are whole blocks");
-                    for (kk, &v) in row[..kc].iter().enumerate() {
-                        bp[kk * NR + j] = v;
-                    }
-                } else {
-                    for kk in 0..kc {
-                        bp[kk * NR + j] = 0.0;
-                    }
-                }
-            }
-        }
         Rhs::Plain { b, ld } => {
             for kk in 0..kc {
                 let dst = &mut bp[kk * NR..kk * NR + NR];

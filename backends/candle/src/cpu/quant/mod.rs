@@ -1,18 +1,18 @@
-//! Matrix products with block-quantized weights (llama.cpp's formats) on the CPU.
-//!
-//! Decoding (one activation row): the row is quantized to 8-bit blocks once, then every weight row
-//! is dotted with it in integer arithmetic straight from its stored blocks ([`dot`]), rows split
-//! over the compute threads. candle does the same but without AVX-512 VNNI, with one block at a
-//! time through generic code, and (for q4_0 and q5_0) without SIMD at all.
-//!
-//! Prompts (many rows): each slice of weights is dequantized as it is packed for the f32 matrix
-//! kernel ([`super::gemm`]), so the quantized product runs at the f32 kernel's speed.
+//! Matrix products with block-quantized weights (llama.cpp's formats) on the CPU, computed the
+//! way llama.cpp computes them: each activation row is quantized once per call in the format the
+//! weight type pairs with ([`act`]), and every weight row is dotted with it in integer arithmetic
+//! straight from its stored blocks ([`dot`]). Decoding (one row) splits the weight rows over the
+//! compute threads, eight at a time; prompts (many rows) do the same with tiles of four weight
+//! rows by two activation rows, so each decoded weight group serves two rows.
 
 pub(crate) mod act;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod dot;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod formats;
 
 use super::kernels::Isa;
+use act::ActFormat;
 use switchyard_runtime::DType;
 
 /// A `[n, k]` block-quantized matrix as stored: `n` rows of `k / block_len` blocks.
@@ -29,28 +29,22 @@ impl QuantMatrix<'_> {
     pub fn row_bytes(&self) -> usize {
         self.k / self.dtype.block_len() * self.dtype.block_bytes()
     }
+}
 
-    /// Row `r`'s blocks covering columns `k0..k0 + len` (both multiples of the block length).
-    pub fn row_range(&self, r: usize, k0: usize, len: usize) -> &[u8] {
-        let (bl, bb) = (self.dtype.block_len(), self.dtype.block_bytes());
-        let start = r * self.row_bytes() + k0 / bl * bb;
-        &self.bytes[start..start + len / bl * bb]
+/// The activation format a weight type's dot products take (llama.cpp's pairing).
+pub(crate) fn act_format(dtype: DType) -> ActFormat {
+    match dtype {
+        DType::Q4_1 | DType::Q5_1 => ActFormat::Q8_1,
+        DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K => ActFormat::Q8K,
+        _ => ActFormat::Q8_0,
     }
 }
 
-/// Types with integer dot kernels.
-pub(crate) fn supported(dtype: DType) -> bool {
-    matches!(
-        dtype,
-        DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::Q4K | DType::Q6K
-    )
-}
-
-/// True when [`gemv`] can run `dtype` with the kernels `isa` allows.
-pub(crate) fn gemv_available(dtype: DType, isa: Isa) -> bool {
+/// True when [`matmul`] can run `dtype` with the kernels `isa` allows.
+pub(crate) fn available(dtype: DType, isa: Isa) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        supported(dtype) && dot::available(isa)
+        dtype.is_quantized() && dot::available(isa)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -59,29 +53,55 @@ pub(crate) fn gemv_available(dtype: DType, isa: Isa) -> bool {
     }
 }
 
-/// `y = W·x` for one activation row, rows of `W` split over candle's CPU worker threads.
-/// Returns `false` (leaving `y` alone) when [`gemv_available`] is not.
-pub(crate) fn gemv(isa: Isa, x: &[f32], w: &QuantMatrix<'_>, y: &mut [f32]) -> bool {
+/// `y = x·Wᵀ` for `m` activation rows `x` (`[m, k]`) and a block-quantized `W` `[n, k]`, `y`
+/// `[m, n]`, weight rows split over candle's CPU worker threads. Returns `false` (leaving `y`
+/// alone) when [`available`] is not.
+pub(crate) fn matmul(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut [f32]) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        if !gemv_available(w.dtype, isa) {
+        if !available(w.dtype, isa) || !w.k.is_multiple_of(w.dtype.block_len()) {
             return false;
         }
-        assert!(x.len() == w.k && y.len() == w.n && w.k.is_multiple_of(32));
-        let a = act::quantize(x);
+        assert!(x.len() == m * w.k && y.len() == m * w.n);
+        let format = act_format(w.dtype);
+        let acts: Vec<act::QActs> = x
+            .chunks_exact(w.k)
+            .map(|r| act::quantize(r, format))
+            .collect();
         let threads = super::worker_threads();
         // Small matrices are not worth waking the other threads for.
-        if threads == 1 || w.bytes.len() < 32 * 1024 {
-            dot::dot_rows(isa, w, &a, 0, y);
+        if threads == 1 || (w.bytes.len() < 32 * 1024 && m == 1) {
+            dot::dot_rows(isa, w, &acts, 0, w.n, y, w.n);
             return true;
         }
-        let chunk = w.n.div_ceil(threads);
-        super::par_chunks_mut(y, chunk, |i, out| dot::dot_rows(isa, w, &a, i * chunk, out));
+        if m == 1 {
+            let chunk = w.n.div_ceil(threads);
+            super::par_chunks_mut(y, chunk, |i, out| {
+                dot::dot_rows(isa, w, &acts, i * chunk, out.len(), out, 0)
+            });
+            return true;
+        }
+        // Several rows: each part computes its weight rows for every activation row into its
+        // own block, copied into place after.
+        let parts = (threads * 4).min(w.n.div_ceil(8)).max(1);
+        let per = w.n.div_ceil(parts).next_multiple_of(4);
+        let mut blocks = vec![0f32; m * w.n];
+        super::par_chunks_mut(&mut blocks, m * per, |i, block| {
+            let first = i * per;
+            let rows = block.len() / m;
+            dot::dot_rows(isa, w, &acts, first, rows, block, rows);
+        });
+        for (i, block) in blocks.chunks(m * per).enumerate() {
+            let (first, rows) = (i * per, block.len() / m);
+            for (c, src) in block.chunks_exact(rows).enumerate() {
+                y[c * w.n + first..c * w.n + first + rows].copy_from_slice(src);
+            }
+        }
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (isa, x, w, y);
+        let _ = (isa, x, m, w, y);
         false
     }
 }
@@ -162,86 +182,98 @@ pub(crate) mod tests {
             .collect()
     }
 
-    /// The kernels compute `Σ_l w_l · x̂_l` exactly in integers per block, then scale: against
-    /// that sum in f64 (the activations as quantized, `x̂`), the only error is f32 rounding of
-    /// the per-block scale products and the running sum, a few 2⁻²⁴ per block on terms as large
-    /// as `|x̂|·(|w| + max|w| of the block)` (offset formats subtract one such term). Every
-    /// kernel variant this CPU runs, random blocks and checkpoint-like weights, activations
-    /// with massive channels.
+    /// The kernels compute llama.cpp's arithmetic: `Σ_l w_l · x̂_l` with the activations as
+    /// quantized (`x̂`), except that a q4_1/q5_1 block's minimum multiplies the activations'
+    /// stored f16 sum `s` instead of `d · Σq`. Against that in f64 the only error is f32 rounding
+    /// of the per-group scale products and the running sum, a few 2⁻²⁴ per group on terms as
+    /// large as `|x̂|·(|w| + max|w| of the block)` (offset formats subtract one such term). Every
+    /// kernel variant this CPU runs, every GGUF type, random blocks and checkpoint-like weights,
+    /// one activation row (decode) and several (prompts, tiles and remainders), activations with
+    /// massive channels.
     #[test]
-    fn integer_dots_match_the_dequantized_product() {
+    fn integer_dots_compute_llamacpps_products() {
         let variants: Vec<Isa> = Isa::all_here()
             .into_iter()
-            .filter(|i| gemv_available(DType::Q8_0, *i))
+            .filter(|i| available(DType::Q8_0, *i))
             .collect();
-        for isa in variants {
-            for dtype in [
-                DType::Q8_0,
-                DType::Q4_0,
-                DType::Q5_0,
-                DType::Q4K,
-                DType::Q6K,
+        let types = switchyard_runtime::ALL_DTYPES
+            .into_iter()
+            .filter(|d| d.is_quantized());
+        for dtype in types {
+            for (n, k, m, real) in [
+                (5, 256, 1, false),
+                (70, 512, 1, false),
+                (67, 1536, 1, true),
+                (13, 512, 5, false),
+                (19, 768, 3, true),
             ] {
-                for (n, k, real) in [
-                    (5, 256, false),
-                    (70, 512, false),
-                    (300, 1536, false),
-                    (67, 1536, true),
-                ] {
-                    let per_row = k / dtype.block_len();
-                    let bytes = if real {
-                        switchyard_runtime::quant::quantize(dtype, &checkpoint_like(n, k, 3))
-                            .unwrap()
-                    } else {
-                        random_blocks(dtype, n * per_row, (n * k) as u64)
-                    };
-                    let w = QuantMatrix {
-                        dtype,
-                        bytes: &bytes,
-                        n,
-                        k,
-                    };
-                    let x: Vec<f32> = (0..k)
-                        .map(|i| {
-                            let v = ((i * 37 % 101) as f32 - 50.0) / 25.0;
-                            if i % 211 == 17 {
-                                v * 150.0
-                            } else {
-                                v
+                let per_row = k / dtype.block_len();
+                let bytes = if real {
+                    switchyard_runtime::quant::quantize(dtype, &checkpoint_like(n, k, 3)).unwrap()
+                } else {
+                    random_blocks(dtype, n * per_row, (n * k) as u64)
+                };
+                let w = QuantMatrix {
+                    dtype,
+                    bytes: &bytes,
+                    n,
+                    k,
+                };
+                let x: Vec<f32> = (0..m * k)
+                    .map(|i| {
+                        let v = ((i * 37 % 101) as f32 - 50.0) / 25.0;
+                        if i % 211 == 17 {
+                            v * 150.0
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                let format = act_format(dtype);
+                let acts: Vec<act::QActs> = x.chunks(k).map(|r| act::quantize(r, format)).collect();
+                let dense = switchyard_runtime::quant::dequantize(dtype, &bytes).unwrap();
+                let bl = dtype.block_len();
+                let gamma = 4.0 * (k as f64 / 32.0 + 8.0) * 2f64.powi(-24);
+                for &isa in &variants {
+                    let mut y = vec![f32::NAN; m * n];
+                    assert!(matmul(isa, &x, m, &w, &mut y));
+                    for (c, a) in acts.iter().enumerate() {
+                        let xq: Vec<f64> =
+                            a.qs.iter()
+                                .enumerate()
+                                .map(|(i, &q)| q as f64 * a.d[i / format.block()] as f64)
+                                .collect();
+                        for r in 0..n {
+                            let row = &dense[r * k..(r + 1) * k];
+                            let mut want: f64 =
+                                row.iter().zip(&xq).map(|(a, b)| *a as f64 * b).sum();
+                            if format == ActFormat::Q8_1 {
+                                for b in 0..per_row {
+                                    let blk = &bytes[(r * per_row + b) * dtype.block_bytes()..];
+                                    let mn =
+                                        half::f16::from_le_bytes([blk[2], blk[3]]).to_f32() as f64;
+                                    let sum: f64 = xq[b * 32..b * 32 + 32].iter().sum();
+                                    want += mn * (a.s[b] as f64 - sum);
+                                }
                             }
-                        })
-                        .collect();
-                    let a = act::quantize(&x);
-                    let xq: Vec<f64> =
-                        a.qs.iter()
-                            .enumerate()
-                            .map(|(i, &q)| q as f64 * a.d[i / 32] as f64)
-                            .collect();
-                    let dense = switchyard_runtime::quant::dequantize(dtype, &bytes).unwrap();
-                    let mut y = vec![f32::NAN; n];
-                    assert!(gemv(isa, &x, &w, &mut y));
-                    let bl = dtype.block_len();
-                    let gamma = 4.0 * (k as f64 / 32.0 + 8.0) * 2f64.powi(-24);
-                    for r in 0..n {
-                        let row = &dense[r * k..(r + 1) * k];
-                        let want: f64 = row.iter().zip(&xq).map(|(a, b)| *a as f64 * b).sum();
-                        let mag: f64 = row
-                            .chunks(bl)
-                            .zip(xq.chunks(bl))
-                            .map(|(wb, xb)| {
-                                let m = wb.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
-                                wb.iter()
-                                    .zip(xb)
-                                    .map(|(a, b)| (a.abs() as f64 + m) * b.abs())
-                                    .sum::<f64>()
-                            })
-                            .sum();
-                        let tol = gamma * mag;
-                        assert!(
-                            (y[r] as f64 - want).abs() <= tol,
-                            "{isa} {dtype} {n}x{k} real={real} row {r}: {} vs {want} (tolerance {tol:.3e})",
-                            y[r]
-                        );
+                            let mag: f64 = row
+                                .chunks(bl)
+                                .zip(xq.chunks(bl))
+                                .map(|(wb, xb)| {
+                                    let mx = wb.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+                                    wb.iter()
+                                        .zip(xb)
+                                        .map(|(a, b)| (a.abs() as f64 + mx) * b.abs())
+                                        .sum::<f64>()
+                                })
+                                .sum();
+                            let tol = gamma * mag + 1e-30;
+                            let got = y[c * n + r] as f64;
+                            assert!(
+                                (got - want).abs() <= tol,
+                                "{isa} {dtype} {n}x{k} m={m} real={real} row {r} col {c}: {got} vs {want} (tolerance {tol:.3e})"
+                            );
+                        }
                     }
                 }
             }
