@@ -63,6 +63,10 @@ PY
 for arch in llama qwen2; do
   "$sy" quantize --model "$repo/tests/fixtures/$arch" --to q8_0 --out "$seeds/gguf_file/$arch-q8_0.gguf" 2>/dev/null || true
 done
+# Every architecture and both vocabulary kinds, as llama.cpp's converter wrote them.
+for f in "$repo"/tests/fixtures/*/peer-q8_0.gguf; do
+  cp "$f" "$seeds/gguf_file/$(basename "$(dirname "$f")")-peer.gguf"
+done
 SWITCHYARD_NRT_LIB="$repo/target/debug/libswitchyard_nrt_emulator.so" SWITCHYARD_NEURON_CACHE="$seeds/cache" \
   "$sy" conformance --device neuron:0 >/dev/null 2>&1 || true
 mkdir -p "$seeds/emulation_artifact"

@@ -68,7 +68,7 @@ const ARCHS: [&str; 8] = [
 ];
 
 /// Every fixture architecture written as an f32 GGUF loads back computing what its checkpoint
-/// computes (Mistral without its sliding window, which GGUF does not carry for llama.cpp), and
+/// computes (Mistral and Phi-3 without their sliding windows, which llama.cpp does not apply), and
 /// its embedded vocabulary tokenizes like the checkpoint's tokenizer.json.
 #[test]
 fn an_f32_gguf_computes_what_its_safetensors_model_computes() {
@@ -76,7 +76,7 @@ fn an_f32_gguf_computes_what_its_safetensors_model_computes() {
     for arch in ARCHS {
         let path = exported_arch(tmp.path(), arch, DType::F32);
         let mut src = Model::load_dir(&fixture(arch)).unwrap();
-        if arch == "mistral" {
+        if matches!(arch, "mistral" | "phi3") {
             src.config.layer_windows = vec![None; src.config.num_layers];
         }
         let gguf = Model::load(path.to_str().unwrap()).unwrap();

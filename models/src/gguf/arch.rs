@@ -240,9 +240,11 @@ pub(crate) fn config(f: &GgufFile) -> Result<ModelConfig> {
     }
     let window = opt_usize_key(f, &key("attention.sliding_window"))?;
     let layer_windows: Vec<Option<usize>> = match arch {
-        // llama.cpp attends to everything in these, whatever a sliding-window key says.
-        Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Gemma | Arch::Gpt2 => vec![None; layers],
-        Arch::Phi3 => vec![window; layers],
+        // llama.cpp attends to everything in these, whatever a sliding-window key says (for
+        // Phi-3 it reads the key and disables the window).
+        Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Gemma | Arch::Gpt2 | Arch::Phi3 => {
+            vec![None; layers]
+        }
         Arch::Gemma2 => (0..layers).map(|i| window.filter(|_| i % 2 == 0)).collect(),
         Arch::Gemma3 => {
             let pattern = opt_usize_key(f, &key("attention.sliding_window_pattern"))?.unwrap_or(6);
@@ -402,9 +404,9 @@ pub(crate) fn metadata(c: &ModelConfig) -> Result<Vec<(String, GgufValue)>> {
             u(c.max_position_embeddings),
         ));
     }
-    // The windows llama.cpp applies: Phi-3's on every layer, Gemma 2's on even layers, Gemma
-    // 3's on five of six. (A Llama/Mistral window has no GGUF key llama.cpp reads; its own
-    // converter drops it too.)
+    // The windows llama.cpp applies: Gemma 2's on even layers, Gemma 3's on five of six. Phi-3's
+    // key is written as llama.cpp's converter writes it, though llama.cpp disables Phi-3's
+    // window; a Llama/Mistral window has no key (the converter drops it too).
     let window = c.layer_windows.iter().flatten().next().copied();
     if matches!(c.arch, Arch::Phi3 | Arch::Gemma2 | Arch::Gemma3) {
         if let Some(w) = window {
