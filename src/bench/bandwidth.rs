@@ -17,13 +17,22 @@ pub fn probe_read_bandwidth(threads: usize) -> f64 {
         Ok(p) => p,
         Err(_) => return f64::NAN,
     };
-    let words = PROBE_BYTES / 8;
-    pool.install(|| {
+    // Mapped apart from the allocator, so its pages go back to the system when it is dropped
+    // (an allocator may keep a freed block resident, and the report reads the peak memory).
+    let Ok(mut map) = memmap2::MmapMut::map_anon(PROBE_BYTES) else {
+        return f64::NAN;
+    };
+    let best = pool.install(|| {
         // Distinct values so nothing is served from a shared zero page.
-        let buf: Vec<u64> = (0..words as u64)
-            .into_par_iter()
-            .map(|i| i.wrapping_mul(0x9e37_79b9))
-            .collect();
+        let buf: &mut [u64] = bytemuck::cast_slice_mut(&mut map[..]);
+        buf.par_chunks_mut(1 << 16)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                for (i, w) in chunk.iter_mut().enumerate() {
+                    *w = ((c << 16) + i) as u64 * 0x9e37_79b9;
+                }
+            });
+        let buf: &[u64] = buf;
         let mut best = 0f64;
         let mut sink = 0u64;
         for _ in 0..4 {
@@ -38,5 +47,10 @@ pub fn probe_read_bandwidth(threads: usize) -> f64 {
         }
         std::hint::black_box(sink);
         best
-    })
+    });
+    drop(map);
+    // The probe's buffer is not the model's memory: reset the peak resident size the report
+    // reads (Linux: writing 5 to clear_refs resets VmHWM to the current size).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    best
 }

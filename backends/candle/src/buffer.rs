@@ -25,6 +25,9 @@ pub enum CandleBuffer {
     },
     /// An f32 weight laid out for the CPU matmul kernels (see [`PackedMatrix`]).
     Packed(Arc<PackedMatrix>),
+    /// A GGUF block-quantized weight `[rows, cols]` read in place by the CPU kernels: the host
+    /// tensor itself, which for a GGUF file borrows the memory map (no copy is made).
+    Blocks(HostTensor),
     /// A small integer tensor from the host (token ids, positions) whose values are kept on the
     /// host too, so the ops that need them there (gather bounds, the KV-write offset) never read
     /// a GPU back mid-graph.
@@ -52,6 +55,10 @@ impl CandleBuffer {
                 device: "candle".into(),
                 what: format!("a packed weight as {what} (it was uploaded for transposed matmul and gather only)"),
             }),
+            CandleBuffer::Blocks(h) => Err(Error::Unsupported {
+                device: "candle".into(),
+                what: format!("a {} tensor as {what} (quantized tensors are matmul and gather weights only)", h.dtype()),
+            }),
         }
     }
 }
@@ -64,6 +71,7 @@ impl DeviceBuffer for CandleBuffer {
             }
             CandleBuffer::Quantized { dtype, .. } => *dtype,
             CandleBuffer::Packed(_) => DType::F32,
+            CandleBuffer::Blocks(h) => h.dtype(),
         }
     }
 
@@ -72,6 +80,7 @@ impl DeviceBuffer for CandleBuffer {
             CandleBuffer::Tensor(t) | CandleBuffer::Indices { tensor: t, .. } => t.dims(),
             CandleBuffer::Quantized { dims, .. } => dims,
             CandleBuffer::Packed(p) => p.dims(),
+            CandleBuffer::Blocks(h) => h.dims(),
         }
     }
 }
@@ -193,6 +202,7 @@ pub(crate) fn download(name: &str, buffer: &CandleBuffer) -> Result<HostTensor> 
             HostTensor::new(*dtype, dims, data.into_owned())
         }
         CandleBuffer::Packed(p) => HostTensor::from_f32_vec(p.dims(), p.unpack()),
+        CandleBuffer::Blocks(h) => Ok(h.clone()),
     }
 }
 

@@ -186,10 +186,16 @@ impl Device for CandleDevice {
                     .uses
                     .iter()
                     .all(|u| matches!(u, WeightUse::MatMulTransposed | WeightUse::Gather));
+            let blocks = crate::cpu::quant::available(host.dtype(), self.isa)
+                && host.dims().len() == 2
+                && host.dims()[1].is_multiple_of(host.dtype().block_len());
             if packable {
                 let (n, k) = (host.dims()[0], host.dims()[1]);
                 let packed = PackedMatrix::pack(&host.to_f32_vec()?, n, k);
                 out.push(CandleBuffer::Packed(std::sync::Arc::new(packed)));
+            } else if blocks {
+                // Read in place by the CPU kernels: a GGUF weight stays in the memory map.
+                out.push(CandleBuffer::Blocks(host));
             } else {
                 out.push(self.upload(&host)?);
             }

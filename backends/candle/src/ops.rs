@@ -16,6 +16,12 @@ fn t(b: &CandleBuffer) -> Result<&Tensor> {
         CandleBuffer::Packed(_) => {
             candle_core::bail!("a packed weight can only be a transposed matmul or gather operand")
         }
+        CandleBuffer::Blocks(h) => {
+            candle_core::bail!(
+                "a {} weight can only be a matmul or gather operand",
+                h.dtype()
+            )
+        }
     }
 }
 
@@ -121,6 +127,21 @@ pub(crate) fn eval(
                     }
                     Tensor::from_vec(rows, out, dev)?
                 }
+                CandleBuffer::Blocks(h) => {
+                    let (k, q) = (h.dims()[1], h.dtype());
+                    let row_bytes = k / q.block_len() * q.block_bytes();
+                    let mut rows = vec![0f32; idv.len() * k];
+                    for (&id, row) in idv.iter().zip(rows.chunks_exact_mut(k.max(1))) {
+                        let at = id as usize * row_bytes;
+                        switchyard_runtime::quant::dequantize_into(
+                            q,
+                            &h.as_bytes()[at..at + row_bytes],
+                            row,
+                        )
+                        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                    }
+                    Tensor::from_vec(rows, out, dev)?
+                }
             }
         }
         Op::MatMul { transpose_rhs } => {
@@ -133,13 +154,26 @@ pub(crate) fn eval(
                     dims,
                 } => match isa
                     .any()
-                    .then(|| quant_matmul(isa, a, tensor, *q, dims, out))
+                    .then(|| quant_matmul(isa, a, &tensor.data()?, *q, dims, out))
                     .transpose()?
                     .flatten()
                 {
                     Some(y) => y,
                     None => weight.forward(&a.contiguous()?)?,
                 },
+                CandleBuffer::Blocks(h) => {
+                    // The kernels take f32 activations (as llama.cpp's do): others convert.
+                    let a32 = a.to_dtype(CDType::F32)?;
+                    match quant_matmul(isa, &a32, h.as_bytes(), h.dtype(), h.dims(), out)? {
+                        Some(y) => y.to_dtype(a.dtype())?,
+                        None => return Err(EvalError::Candle(candle_core::Error::Msg(format!(
+                            "the CPU kernels cannot multiply {:?} {:?} activations by a {} weight",
+                            a.dtype(),
+                            a.dims(),
+                            h.dtype()
+                        )))),
+                    }
+                }
                 CandleBuffer::Packed(p) => {
                     if !*transpose_rhs {
                         return Err(EvalError::Invalid(
@@ -346,7 +380,7 @@ fn packed_matmul(
 fn quant_matmul(
     isa: Isa,
     a: &Tensor,
-    w: &candle_core::quantized::QTensor,
+    bytes: &[u8],
     dtype: DType,
     dims: &[usize],
     out: &[usize],
@@ -361,13 +395,7 @@ fn quant_matmul(
     if !fits {
         return Ok(None);
     }
-    let bytes = w.data()?;
-    let qm = crate::cpu::quant::QuantMatrix {
-        dtype,
-        bytes: &bytes,
-        n,
-        k,
-    };
+    let qm = crate::cpu::quant::QuantMatrix { dtype, bytes, n, k };
     let mut y = vec![0f32; rows * n];
     let done = with_f32(a, |x| {
         Ok(crate::cpu::quant::matmul(isa, x, rows, &qm, &mut y))

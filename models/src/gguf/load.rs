@@ -97,20 +97,14 @@ impl WeightSource for GgufWeights {
 /// The tokenizer a GGUF file embeds (`None` when it has no vocabulary), reading nothing else.
 pub fn load_gguf_tokenizer(path: &Path) -> Result<Option<Tokenizer>> {
     let f = GgufFile::open(path)?;
-    Ok(match vocab::tokenizer_json(&f)? {
-        Some(json) => Some(Tokenizer::from_inner(vocab::build(&f, &json)?, path)),
-        None => None,
-    })
+    Ok(vocab::tokenizer(&f)?.map(|t| Tokenizer::from_inner(t, path)))
 }
 
 /// Loads a GGUF file: config, weights (memory-mapped, in their stored types) and tokenizer.
 pub fn load_gguf(path: &Path) -> Result<Model> {
-    let f = Arc::new(GgufFile::open(path)?);
+    let mut f = GgufFile::open(path)?;
     let config = arch::config(&f)?;
-    let tokenizer = match vocab::tokenizer_json(&f)? {
-        Some(json) => Some(Tokenizer::from_inner(vocab::build(&f, &json)?, path)),
-        None => None,
-    };
+    let tokenizer = vocab::tokenizer(&f)?.map(|t| Tokenizer::from_inner(t, path));
     if let Some(t) = &tokenizer {
         if t.vocab_size() > config.vocab_size {
             return Err(f.key_error(
@@ -137,6 +131,10 @@ pub fn load_gguf(path: &Path) -> Result<Model> {
         eos_token: token(config.eos_token_ids.first().copied()),
         chat_template,
     });
+    // The tokenizer holds the vocabulary now: the file's copy (tens of thousands of strings)
+    // need not live as long as the weights do.
+    f.drop_vocabulary();
+    let f = Arc::new(f);
     Ok(Model {
         dir: path.to_path_buf(),
         config: config.clone(),

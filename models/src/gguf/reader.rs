@@ -325,6 +325,14 @@ impl GgufFile {
         })
     }
 
+    /// Forgets the vocabulary arrays (`tokenizer.ggml.tokens`, `merges`, `scores`,
+    /// `token_type`) once a tokenizer has been built from them.
+    pub fn drop_vocabulary(&mut self) {
+        for k in ["tokens", "merges", "scores", "token_type"] {
+            self.metadata.remove(&format!("tokenizer.ggml.{k}"));
+        }
+    }
+
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -160,26 +160,61 @@ pub(crate) fn kind(f: &GgufFile) -> Result<Option<&str>> {
     }
 }
 
-/// The tokenizer of `f` as `tokenizer.json` would hold it, or `None` when the file has no
-/// vocabulary.
-pub(crate) fn tokenizer_json(f: &GgufFile) -> Result<Option<Value>> {
+/// The BPE model of a vocabulary, built directly (a vocabulary of 50k tokens and merges as JSON
+/// values would cost tens of megabytes on the way).
+struct BpeModel<'a> {
+    tokens: &'a [String],
+    merges: Vec<(String, String)>,
+    unk: Option<String>,
+    fuse_unk: bool,
+    byte_fallback: bool,
+    ignore_merges: bool,
+}
+
+/// The tokenizer of `f`, or `None` when the file has no vocabulary.
+pub(crate) fn tokenizer(f: &GgufFile) -> Result<Option<tokenizers::Tokenizer>> {
+    let Some((json, model)) = tokenizer_parts(f)? else {
+        return Ok(None);
+    };
+    let bad = |e: String| ModelError::Tokenizer {
+        file: f.path().to_path_buf(),
+        message: format!("the embedded vocabulary does not make a tokenizer: {e}"),
+    };
+    let mut tok: tokenizers::Tokenizer =
+        serde_json::from_value(json).map_err(|e| bad(e.to_string()))?;
+    let mut vocab = tokenizers::models::bpe::Vocab::default();
+    for (i, t) in model.tokens.iter().enumerate() {
+        vocab.insert(t.clone(), i as u32);
+    }
+    let mut b = tokenizers::models::bpe::BPE::builder()
+        .vocab_and_merges(vocab, model.merges)
+        .fuse_unk(model.fuse_unk)
+        .byte_fallback(model.byte_fallback)
+        .ignore_merges(model.ignore_merges);
+    if let Some(u) = model.unk {
+        b = b.unk_token(u);
+    }
+    tok.with_model(b.build().map_err(|e| bad(e.to_string()))?);
+    Ok(Some(tok))
+}
+
+/// The tokenizer of `f` as `tokenizer.json` would hold it but with an empty model, and the model
+/// apart; `None` when the file has no vocabulary.
+fn tokenizer_parts(f: &GgufFile) -> Result<Option<(Value, BpeModel<'_>)>> {
     let Some(kind) = kind(f)? else {
         return Ok(None);
     };
     let tokens = strings(f, "tokenizer.ggml.tokens")?;
     let n = tokens.len();
     let types = token_types(f, n)?;
-    let vocab: serde_json::Map<String, Value> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), json!(i)))
-        .collect();
-    if vocab.len() != n {
+    let distinct: std::collections::HashSet<&str> = tokens.iter().map(String::as_str).collect();
+    if distinct.len() != n {
         return Err(f.key_error(
             "tokenizer.ggml.tokens",
             "the same token appears twice".into(),
         ));
     }
+    drop(distinct);
     let bos = token_id(f, "tokenizer.ggml.bos_token_id", n)?;
     let eos = token_id(f, "tokenizer.ggml.eos_token_id", n)?;
     // llama.cpp's defaults: SentencePiece vocabularies add the BOS, byte-level BPE ones do not
@@ -206,11 +241,11 @@ pub(crate) fn tokenizer_json(f: &GgufFile) -> Result<Option<Value>> {
                     ),
                 )
             })?;
-            let merges: Vec<Value> = strings(f, "tokenizer.ggml.merges")?
+            let merges: Vec<(String, String)> = strings(f, "tokenizer.ggml.merges")?
                 .iter()
                 .map(|m| {
                     m.split_once(' ')
-                        .map(|(a, b)| json!([a, b]))
+                        .map(|(a, b)| (a.to_string(), b.to_string()))
                         .ok_or_else(|| {
                             f.key_error(
                                 "tokenizer.ggml.merges",
@@ -220,19 +255,26 @@ pub(crate) fn tokenizer_json(f: &GgufFile) -> Result<Option<Value>> {
                 })
                 .collect::<Result<_>>()?;
             let default_bos = p.names[0] == "llama-bpe";
-            json!({
-                "version": "1.0", "truncation": null, "padding": null,
-                "added_tokens": added_tokens(tokens, &types),
-                "normalizer": null,
-                "pre_tokenizer": pre::to_json(p),
-                "post_processor": added(default_bos),
-                "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-                "model": {
-                    "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                    "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                    "ignore_merges": p.ignore_merges, "vocab": vocab, "merges": merges,
-                },
-            })
+            let model = BpeModel {
+                tokens,
+                merges,
+                unk: None,
+                fuse_unk: false,
+                byte_fallback: false,
+                ignore_merges: p.ignore_merges,
+            };
+            (
+                json!({
+                    "version": "1.0", "truncation": null, "padding": null,
+                    "added_tokens": added_tokens(tokens, &types),
+                    "normalizer": null,
+                    "pre_tokenizer": pre::to_json(p),
+                    "post_processor": added(default_bos),
+                    "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+                    "model": {"type": "BPE", "vocab": {}, "merges": []},
+                }),
+                model,
+            )
         }
         _ => {
             let scores = match f.get("tokenizer.ggml.scores") {
@@ -253,10 +295,7 @@ pub(crate) fn tokenizer_json(f: &GgufFile) -> Result<Option<Value>> {
             };
             let unk = token_id(f, "tokenizer.ggml.unknown_token_id", n)?
                 .or_else(|| types.iter().position(|&t| t == UNKNOWN).map(|i| i as u32));
-            let merges: Vec<Value> = merges_from_scores(tokens, &scores, &types)
-                .into_iter()
-                .map(|(a, b)| json!([a, b]))
-                .collect();
+            let merges = merges_from_scores(tokens, &scores, &types);
             let prefix = flag(f, "tokenizer.ggml.add_space_prefix").unwrap_or(true);
             let mut normalizers = Vec::new();
             if prefix {
@@ -273,32 +312,27 @@ pub(crate) fn tokenizer_json(f: &GgufFile) -> Result<Option<Value>> {
             if prefix {
                 decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
             }
-            json!({
-                "version": "1.0", "truncation": null, "padding": null,
-                "added_tokens": added_tokens(tokens, &types),
-                "normalizer": {"type": "Sequence", "normalizers": normalizers},
-                "pre_tokenizer": null,
-                "post_processor": added(true),
-                "decoder": {"type": "Sequence", "decoders": decoders},
-                "model": {
-                    "type": "BPE", "dropout": null,
-                    "unk_token": unk.map(|i| tokens[i as usize].clone()),
-                    "continuing_subword_prefix": null, "end_of_word_suffix": null,
-                    "fuse_unk": true, "byte_fallback": types.contains(&BYTE), "ignore_merges": false,
-                    "vocab": vocab, "merges": merges,
-                },
-            })
+            let model = BpeModel {
+                tokens,
+                merges,
+                unk: unk.map(|i| tokens[i as usize].clone()),
+                fuse_unk: true,
+                byte_fallback: types.contains(&BYTE),
+                ignore_merges: false,
+            };
+            (
+                json!({
+                    "version": "1.0", "truncation": null, "padding": null,
+                    "added_tokens": added_tokens(tokens, &types),
+                    "normalizer": {"type": "Sequence", "normalizers": normalizers},
+                    "pre_tokenizer": null,
+                    "post_processor": added(true),
+                    "decoder": {"type": "Sequence", "decoders": decoders},
+                    "model": {"type": "BPE", "vocab": {}, "merges": []},
+                }),
+                model,
+            )
         }
     };
     Ok(Some(tok))
-}
-
-/// Parses the JSON `tokenizer_json` built into a tokenizer, naming `f` in errors.
-pub(crate) fn build(f: &GgufFile, json: &Value) -> Result<tokenizers::Tokenizer> {
-    json.to_string()
-        .parse::<tokenizers::Tokenizer>()
-        .map_err(|e| ModelError::Tokenizer {
-            file: f.path().to_path_buf(),
-            message: format!("the embedded vocabulary does not make a tokenizer: {e}"),
-        })
 }

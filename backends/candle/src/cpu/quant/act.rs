@@ -45,13 +45,17 @@ pub(crate) struct QActs {
     pub s: Vec<f32>,
     /// Per 16 values: `Σq`.
     pub sum16: Vec<i32>,
+    /// Per 32 values: `d · Σq` (what a constant weight offset multiplies).
+    pub dsum32: Vec<f32>,
 }
 
 /// Round to nearest, ties to even, as llama.cpp's vectorized quantizers (`_mm256_round_ps`) and
-/// its `nearest_int` do.
+/// its `nearest_int` do: adding 1.5·2²³ leaves the integer part in the mantissa, rounded by the
+/// FPU's default mode (exact for |x| < 2²²; activations here are at most 127.5).
 #[inline(always)]
 fn round(x: f32) -> f32 {
-    x.round_ties_even()
+    const MAGIC: f32 = 12_582_912.0;
+    (x + MAGIC) - MAGIC
 }
 
 /// Quantizes `x` (a multiple of the format's block long).
@@ -99,9 +103,14 @@ pub(crate) fn quantize(x: &[f32], format: ActFormat) -> QActs {
             }
         }
     }
-    let sum16 = qs
+    let sum16: Vec<i32> = qs
         .chunks_exact(16)
         .map(|c| c.iter().map(|&q| q as i32).sum())
+        .collect();
+    let dsum32 = sum16
+        .chunks_exact(2)
+        .enumerate()
+        .map(|(i, s)| d[i * 32 / bl] * (s[0] + s[1]) as f32)
         .collect();
     QActs {
         format,
@@ -109,6 +118,7 @@ pub(crate) fn quantize(x: &[f32], format: ActFormat) -> QActs {
         d,
         s,
         sum16,
+        dsum32,
     }
 }
 

@@ -66,6 +66,9 @@ unsafe fn tile<D: IntDot, F: Format, const R: usize, const C: usize>(
     nb: usize,
     acts: [&QActs; C],
 ) -> [[f32; C]; R] {
+    if F::VALUES == 32 {
+        return tile32::<D, F, R, C>(rows, nb, acts);
+    }
     let mut acc = [[_mm256_setzero_ps(); C]; R];
     let mut off = [[0f32; C]; R];
     let mut sc: [Scales; R] = std::array::from_fn(|_| Scales::ZERO);
@@ -110,6 +113,60 @@ unsafe fn tile<D: IntDot, F: Format, const R: usize, const C: usize>(
             for r in 0..R {
                 for c in 0..C {
                     off[r][c] -= sc[r].min * acts[c].s[b];
+                }
+            }
+        }
+    }
+    let mut out = [[0f32; C]; R];
+    for r in 0..R {
+        for c in 0..C {
+            out[r][c] = hsum(acc[r][c]) - off[r][c];
+        }
+    }
+    out
+}
+
+/// [`tile`] for the 32-value formats: one scale per block, so one broadcast per (row, column)
+/// and block, and offsets through the activations' precomputed `d · Σq`.
+#[inline(always)]
+unsafe fn tile32<D: IntDot, F: Format, const R: usize, const C: usize>(
+    rows: [*const u8; R],
+    nb: usize,
+    acts: [&QActs; C],
+) -> [[f32; C]; R] {
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut off = [[0f32; C]; R];
+    let qs: [*const i8; C] = std::array::from_fn(|c| acts[c].qs.as_ptr());
+    let d: [*const f32; C] = std::array::from_fn(|c| acts[c].d.as_ptr());
+    let extra: [*const f32; C] = std::array::from_fn(|c| {
+        if F::MIN {
+            acts[c].s.as_ptr()
+        } else {
+            acts[c].dsum32.as_ptr()
+        }
+    });
+    for b in 0..nb {
+        let x: [__m256i; C] =
+            std::array::from_fn(|c| _mm256_loadu_si256(qs[c].add(32 * b) as *const __m256i));
+        let dx: [f32; C] = std::array::from_fn(|c| *d[c].add(b));
+        let ex: [f32; C] = std::array::from_fn(|c| *extra[c].add(b));
+        for r in 0..R {
+            let p = rows[r].add(b * F::BYTES);
+            prefetch(p);
+            let (m, o, mn) = F::scale32(p);
+            let u = F::codes(p, 0);
+            for c in 0..C {
+                let prod = if F::SIGNED {
+                    D::dot(_mm256_sign_epi8(u, u), _mm256_sign_epi8(x[c], u))
+                } else {
+                    D::dot(u, x[c])
+                };
+                let scale = _mm256_set1_ps(m * dx[c]);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), scale, acc[r][c]);
+                if F::MIN {
+                    off[r][c] -= mn * ex[c];
+                } else if !F::SIGNED {
+                    off[r][c] += o * ex[c];
                 }
             }
         }

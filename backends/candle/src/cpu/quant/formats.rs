@@ -46,6 +46,17 @@ pub(crate) trait Format {
     /// `b` points at a whole block.
     unsafe fn scales(b: *const u8, out: &mut Scales);
 
+    /// For 32-value formats: the block's multiplier, offset per unit of `Σq` and minimum.
+    ///
+    /// # Safety
+    /// `b` points at a whole block; the CPU has F16C.
+    #[inline(always)]
+    unsafe fn scale32(b: *const u8) -> (f32, f32, f32) {
+        let mut s = Scales::ZERO;
+        Self::scales(b, &mut s);
+        (s.mult[0], s.off[0], s.min)
+    }
+
     /// The codes of group `g` (values `32g .. 32g + 32`) of the block at `b`.
     ///
     /// # Safety
@@ -53,9 +64,12 @@ pub(crate) trait Format {
     unsafe fn codes(b: *const u8, g: usize) -> __m256i;
 }
 
+/// The f16 at `p` as f32, with F16C (the `half` crate's conversion is a software routine
+/// unless the whole crate is compiled for F16C).
 #[inline(always)]
 unsafe fn f16_at(p: *const u8) -> f32 {
-    half::f16::from_bits(u16::from_le_bytes([*p, *p.add(1)])).to_f32()
+    let bits = u16::from_le_bytes([*p, *p.add(1)]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
 #[inline(always)]
@@ -114,6 +128,11 @@ impl Format for Q4_0 {
         two(d, 8.0 * d, 0.0, out);
     }
     #[inline(always)]
+    unsafe fn scale32(b: *const u8) -> (f32, f32, f32) {
+        let d = f16_at(b);
+        (d, 8.0 * d, 0.0)
+    }
+    #[inline(always)]
     unsafe fn codes(b: *const u8, _: usize) -> __m256i {
         nibbles(b.add(2))
     }
@@ -130,6 +149,10 @@ impl Format for Q4_1 {
         two(f16_at(b), 0.0, f16_at(b.add(2)), out);
     }
     #[inline(always)]
+    unsafe fn scale32(b: *const u8) -> (f32, f32, f32) {
+        (f16_at(b), 0.0, f16_at(b.add(2)))
+    }
+    #[inline(always)]
     unsafe fn codes(b: *const u8, _: usize) -> __m256i {
         nibbles(b.add(4))
     }
@@ -144,6 +167,11 @@ impl Format for Q5_0 {
     unsafe fn scales(b: *const u8, out: &mut Scales) {
         let d = f16_at(b);
         two(d, 16.0 * d, 0.0, out);
+    }
+    #[inline(always)]
+    unsafe fn scale32(b: *const u8) -> (f32, f32, f32) {
+        let d = f16_at(b);
+        (d, 16.0 * d, 0.0)
     }
     #[inline(always)]
     unsafe fn codes(b: *const u8, _: usize) -> __m256i {
@@ -163,6 +191,10 @@ impl Format for Q5_1 {
         two(f16_at(b), 0.0, f16_at(b.add(2)), out);
     }
     #[inline(always)]
+    unsafe fn scale32(b: *const u8) -> (f32, f32, f32) {
+        (f16_at(b), 0.0, f16_at(b.add(2)))
+    }
+    #[inline(always)]
     unsafe fn codes(b: *const u8, _: usize) -> __m256i {
         let qh = u32::from_le_bytes([*b.add(4), *b.add(5), *b.add(6), *b.add(7)]);
         _mm256_or_si256(nibbles(b.add(8)), fifth_bits(qh))
@@ -178,6 +210,10 @@ impl Format for Q8_0 {
     #[inline(always)]
     unsafe fn scales(b: *const u8, out: &mut Scales) {
         two(f16_at(b), 0.0, 0.0, out);
+    }
+    #[inline(always)]
+    unsafe fn scale32(b: *const u8) -> (f32, f32, f32) {
+        (f16_at(b), 0.0, 0.0)
     }
     #[inline(always)]
     unsafe fn codes(b: *const u8, _: usize) -> __m256i {
