@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
-# Side-by-side CPU comparison of Switchyard and llama.cpp on the very same weights, in one run.
+# Side-by-side CPU comparison of Switchyard and llama.cpp on the very same GGUF files, in one run.
 #
-#   scripts/compare-llamacpp.sh [--model builtin:smollm2-135m] [--types f32,q8_0]
-#                               [-p 128,512] [-n 128] [-r 5] [--threads 2]
+#   scripts/compare-llamacpp.sh [--model builtin:smollm2-135m|FILE.gguf] [--types q8_0,q4_0,f32]
+#                               [-p 128,512] [-n 64] [-r 5] [--threads 2] [--avx2]
 #
-# For each type: `switchyard quantize` writes the model as GGUF (cached under $WORK), llama.cpp
-# (built from PyPI's llama-cpp-python into a venv outside the repo, once) times it through
-# scripts/llamacpp_bench.py, `switchyard bench` times the same weights, and a table of medians and
-# ratios is printed, with the CPU features llama.cpp was built with. The two engines alternate,
-# llama.cpp first for even types and Switchyard first for odd ones, so drift on a shared machine
-# does not favour either. Not part of CI.
+# For a built-in model each type is written as GGUF by `switchyard quantize` (cached under $WORK);
+# a GGUF file is measured as it is. llama.cpp's own `llama-bench` (built from PyPI's
+# llama-cpp-python sdist by scripts/llamacpp-tools.sh, outside the repo) and `switchyard bench`
+# time the same file with the same threads; the two alternate, llama.cpp first for even types and
+# Switchyard first for odd ones, so drift on a shared machine favours neither. Peak resident
+# memory of each is reported too (GNU time; 16 tokens generated with a context of 16 for
+# llama-bench, of 32 for switchyard generate).
+#
+# --avx2: both engines restricted to AVX2 + FMA + F16C: llama.cpp built without any AVX-512
+# (its own build, cached apart) and Switchyard with SWITCHYARD_CPU_KERNELS=avx2; what an AVX2-only
+# CPU runs, measurable on any x86 machine. Not part of CI.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$here")"
 model="builtin:smollm2-135m"
-types="f32"
+types="q8_0,q4_0,f32"
 prompt="128,512"
-gen="128"
+gen="64"
 reps=5
 threads=2
+avx2=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) model="$2"; shift 2 ;;
@@ -27,72 +33,92 @@ while [ $# -gt 0 ]; do
     -n) gen="$2"; shift 2 ;;
     -r) reps="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
+    --avx2) avx2=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-WORK="${SWITCHYARD_COMPARE_DIR:-$HOME/.cache/switchyard/compare}"
-VENV="${SWITCHYARD_LLAMACPP_VENV:-$HOME/.cache/switchyard/llamacpp-venv}"
-LLAMACPP_VERSION="${LLAMACPP_VERSION:-0.3.36}"
+WORK="${SWITCHYARD_COMPARE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/compare}"
 mkdir -p "$WORK"
+if [ "$avx2" = 1 ]; then
+  export LLAMACPP_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+  export SWITCHYARD_CPU_KERNELS=avx2
+fi
+bench=$("$here/llamacpp-tools.sh" llama-bench)/llama-bench
+(cd "$repo" && cargo build --release -q --bin switchyard)
+sy="$repo/target/release/switchyard"
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); flags: $(grep -m1 -o 'flags.*' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|f16c|avx512f|avx512_vnni|avx512vnni|amx_int8)$' | tr '\n' ' ')" >&2
+echo "threads $threads; -p $prompt -n $gen -r $reps; switchyard kernels: $("$sy" devices | grep -m1 'kernels:' | xargs); llama.cpp: ${LLAMACPP_CMAKE_ARGS:-native build, no AMX}" >&2
 
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
-  echo "building llama.cpp (llama-cpp-python==$LLAMACPP_VERSION from PyPI) into $VENV; this takes a few minutes" >&2
-  python3 -m venv "$VENV"
-  # llama.cpp's AMX int8 path crashes on q8_0 (in ggml_backend_amx_mul_mat) on the Sapphire
-  # Rapids machines we benchmark on, so by default it is built with every x86 extension up to
-  # AVX-512 VNNI/BF16 and AVX-VNNI but without AMX. LLAMACPP_CMAKE_ARGS overrides the flags.
-  default_flags="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
-  default_flags="$default_flags -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON"
-  default_flags="$default_flags -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
-  CMAKE_ARGS="${LLAMACPP_CMAKE_ARGS:-$default_flags}" \
-    "$VENV/bin/pip" install -q --no-cache-dir "llama-cpp-python==$LLAMACPP_VERSION" numpy >&2
+files=()
+labels=()
+if [[ "$model" == *.gguf ]]; then
+  files+=("$model"); labels+=("$(basename "$model")")
+else
+  safe="$(echo "$model" | tr ':/' '__')"
+  for t in ${types//,/ }; do
+    f="$WORK/$safe-$t.gguf"
+    [ -f "$f" ] || "$sy" quantize --model "$model" --to "$t" --out "$f" >&2
+    files+=("$f"); labels+=("$t")
+  done
 fi
 
-(cd "$repo" && cargo build --release -q)
-sy="$repo/target/release/switchyard"
-safe_model="$(echo "$model" | tr ':/' '__')"
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $threads threads; model $model; -p $prompt -n $gen -r $reps" >&2
-echo "$("$VENV/bin/python" -c 'import llama_cpp; print("llama.cpp via llama-cpp-python", llama_cpp.__version__, "|", llama_cpp.llama_print_system_info().decode())'); $("$sy" --version)" >&2
-
-results="$WORK/results-$$.jsonl"
-: > "$results"
-i=0
-for t in ${types//,/ }; do
-  gguf="$WORK/$safe_model-$t.gguf"
-  [ -f "$gguf" ] || "$sy" quantize --model "$model" --to "$t" --out "$gguf" >&2
-  run_llama() {
-    "$VENV/bin/python" "$here/llamacpp_bench.py" "$gguf" --threads "$threads" -p "$prompt" -n "$gen" -r "$reps" 2>/dev/null \
-      | python3 -c "import json,sys; d=json.load(sys.stdin); d['type']='$t'; d['engine']='llama.cpp'; print(json.dumps(d))" >> "$results"
-  }
-  run_switchyard() {
-    # Switchyard runs the GGUF file itself when it can read it, else the same weights in memory.
-    local src="$model"
-    if "$sy" generate --model "$gguf" --prompt-ids 1 --max-new-tokens 1 --format json >/dev/null 2>&1; then src="$gguf"; fi
-    "$sy" bench --model "$src" --threads "$threads" -p "$prompt" -n "$gen" -r "$reps" -o json \
-      | python3 -c "
-import json,sys
-d=json.load(sys.stdin)
-res=[{'test': (r['test'].get('pp') and 'pp%d' % r['test']['pp']) or 'tg%d' % r['test']['tg'],
-      'tokens_per_s': [s['tokens_per_s'] for s in r['samples'] if not s['warmup']]} for r in d['devices'][0]['results']]
-print(json.dumps({'engine': 'switchyard', 'type': '$t', 'source': '$src', 'results': res}))" >> "$results"
-  }
-  if [ $((i % 2)) -eq 0 ]; then run_llama; run_switchyard; else run_switchyard; run_llama; fi
-  i=$((i + 1))
+results="$(mktemp)"
+trap 'rm -f "$results" "$results.rss"' EXIT
+run_llama() {
+  local f=$1 label=$2
+  "$bench" -m "$f" -t "$threads" -p "$prompt" -n "$gen" -r "$reps" -o json 2>/dev/null | python3 -c "
+import json, sys
+for r in json.load(sys.stdin):
+    test = f\"pp{r['n_prompt']}\" if r['n_prompt'] else f\"tg{r['n_gen']}\"
+    print(json.dumps({'engine': 'llama.cpp', 'label': '$label', 'test': test, 'tps': r['samples_ts']}))" >> "$results"
+  local rss
+  /usr/bin/time -f '%M' -o "$results.rss" "$bench" -m "$f" -t "$threads" -p 0 -n 16 -r 1 >/dev/null 2>&1
+  rss=$(tail -1 "$results.rss")
+  echo "{\"engine\": \"llama.cpp\", \"label\": \"$label\", \"test\": \"rss\", \"kib\": $rss}" >> "$results"
+}
+run_switchyard() {
+  local f=$1 label=$2
+  "$sy" bench --model "$f" --threads "$threads" -p "$prompt" -n "$gen" -r "$reps" -o json 2>/dev/null | python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+for r in d['devices'][0]['results']:
+    test = f\"pp{r['test']['pp']}\" if r['test'].get('pp') else f\"tg{r['test']['tg']}\"
+    print(json.dumps({'engine': 'switchyard', 'label': '$label', 'test': test,
+                      'tps': [s['tokens_per_s'] for s in r['samples'] if not s['warmup']]}))" >> "$results"
+  local rss
+  RAYON_NUM_THREADS=$threads /usr/bin/time -f '%M' -o "$results.rss" "$sy" generate --model "$f" --prompt-ids 1 \
+    --max-new-tokens 16 --ignore-eos --max-context 32 --temperature 0 >/dev/null 2>&1
+  rss=$(tail -1 "$results.rss")
+  echo "{\"engine\": \"switchyard\", \"label\": \"$label\", \"test\": \"rss\", \"kib\": $rss}" >> "$results"
+}
+for i in "${!files[@]}"; do
+  if [ $((i % 2)) -eq 0 ]; then
+    run_llama "${files[$i]}" "${labels[$i]}"; run_switchyard "${files[$i]}" "${labels[$i]}"
+  else
+    run_switchyard "${files[$i]}" "${labels[$i]}"; run_llama "${files[$i]}" "${labels[$i]}"
+  fi
 done
 
 python3 - "$results" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-table = {}
+table, rss = {}, {}
 for r in rows:
-    for t in r["results"]:
-        table.setdefault((r["type"], t["test"]), {})[r["engine"]] = t["tokens_per_s"]
-print("| type | test | llama.cpp t/s (median, min-max) | switchyard t/s (median, min-max) | ratio |")
+    if r["test"] == "rss":
+        rss.setdefault(r["label"], {})[r["engine"]] = r["kib"]
+    else:
+        table.setdefault((r["label"], r["test"]), {})[r["engine"]] = r["tps"]
+print("| file | test | llama.cpp t/s (median, min-max) | Switchyard t/s (median, min-max) | ratio |")
 print("|---|---|---:|---:|---:|")
-for (ty, test), e in table.items():
+for (label, test), e in table.items():
     l, s = e.get("llama.cpp"), e.get("switchyard")
     fmt = lambda v: f"{statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" if v else "-"
     ratio = f"{statistics.median(s) / statistics.median(l):.2f}x" if l and s else "-"
-    print(f"| {ty} | {test} | {fmt(l)} | {fmt(s)} | {ratio} |")
+    print(f"| {label} | {test} | {fmt(l)} | {fmt(s)} | {ratio} |")
+print()
+print("| file | llama.cpp peak RSS | Switchyard peak RSS | ratio |")
+print("|---|---:|---:|---:|")
+for label, e in rss.items():
+    l, s = e.get("llama.cpp"), e.get("switchyard")
+    print(f"| {label} | {l / 1024:.0f} MiB | {s / 1024:.0f} MiB | {s / l:.2f}x |")
 EOF
-rm -f "$results"
