@@ -166,12 +166,14 @@ pub(crate) fn eval(
                     let a32 = a.to_dtype(CDType::F32)?;
                     match quant_matmul(isa, &a32, h.as_bytes(), h.dtype(), h.dims(), out)? {
                         Some(y) => y.to_dtype(a.dtype())?,
-                        None => return Err(EvalError::Candle(candle_core::Error::Msg(format!(
+                        None => {
+                            return Err(EvalError::Candle(candle_core::Error::Msg(format!(
                             "the CPU kernels cannot multiply {:?} {:?} activations by a {} weight",
                             a.dtype(),
                             a.dims(),
                             h.dtype()
-                        )))),
+                        ))))
+                        }
                     }
                 }
                 CandleBuffer::Packed(p) => {

@@ -72,23 +72,6 @@ fn flag(f: &GgufFile, key: &str) -> Option<bool> {
     f.get(key).and_then(GgufValue::as_bool)
 }
 
-/// Control, user-defined and unknown tokens as `tokenizer.json` added tokens: matched in text
-/// before the model runs (control ones only when special tokens are parsed).
-fn added_tokens(tokens: &[String], types: &[i32]) -> Vec<Value> {
-    tokens
-        .iter()
-        .zip(types)
-        .enumerate()
-        .filter(|(_, (_, &t))| t == CONTROL || t == USER_DEFINED || t == UNKNOWN)
-        .map(|(id, (content, &t))| {
-            json!({
-                "id": id, "content": content, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": t != USER_DEFINED,
-            })
-        })
-        .collect()
-}
-
 /// A post-processor that puts `bos` first and/or `eos` last.
 fn template(tokens: &[String], bos: Option<u32>, eos: Option<u32>) -> Value {
     if bos.is_none() && eos.is_none() {
@@ -164,6 +147,7 @@ pub(crate) fn kind(f: &GgufFile) -> Result<Option<&str>> {
 /// values would cost tens of megabytes on the way).
 struct BpeModel<'a> {
     tokens: &'a [String],
+    types: Vec<i32>,
     merges: Vec<(String, String)>,
     unk: Option<String>,
     fuse_unk: bool,
@@ -195,6 +179,20 @@ pub(crate) fn tokenizer(f: &GgufFile) -> Result<Option<tokenizers::Tokenizer>> {
         b = b.unk_token(u);
     }
     tok.with_model(b.build().map_err(|e| bad(e.to_string()))?);
+    // Added tokens go in once the model holds the vocabulary, so each keeps its own id.
+    let added: Vec<tokenizers::AddedToken> = model
+        .tokens
+        .iter()
+        .zip(&model.types)
+        .filter(|(_, &t)| t == CONTROL || t == USER_DEFINED || t == UNKNOWN)
+        .map(|(content, &t)| {
+            tokenizers::AddedToken::from(content.clone(), t != USER_DEFINED).normalized(false)
+        })
+        .collect();
+    let (special, plain): (Vec<_>, Vec<_>) = added.into_iter().partition(|t| t.special);
+    tok.add_special_tokens(special)
+        .map_err(|e| bad(e.to_string()))?;
+    tok.add_tokens(plain).map_err(|e| bad(e.to_string()))?;
     Ok(Some(tok))
 }
 
@@ -257,6 +255,7 @@ fn tokenizer_parts(f: &GgufFile) -> Result<Option<(Value, BpeModel<'_>)>> {
             let default_bos = p.names[0] == "llama-bpe";
             let model = BpeModel {
                 tokens,
+                types: types.clone(),
                 merges,
                 unk: None,
                 fuse_unk: false,
@@ -266,7 +265,7 @@ fn tokenizer_parts(f: &GgufFile) -> Result<Option<(Value, BpeModel<'_>)>> {
             (
                 json!({
                     "version": "1.0", "truncation": null, "padding": null,
-                    "added_tokens": added_tokens(tokens, &types),
+                    "added_tokens": [],
                     "normalizer": null,
                     "pre_tokenizer": pre::to_json(p),
                     "post_processor": added(default_bos),
@@ -314,6 +313,7 @@ fn tokenizer_parts(f: &GgufFile) -> Result<Option<(Value, BpeModel<'_>)>> {
             }
             let model = BpeModel {
                 tokens,
+                types: types.clone(),
                 merges,
                 unk: unk.map(|i| tokens[i as usize].clone()),
                 fuse_unk: true,
@@ -323,7 +323,7 @@ fn tokenizer_parts(f: &GgufFile) -> Result<Option<(Value, BpeModel<'_>)>> {
             (
                 json!({
                     "version": "1.0", "truncation": null, "padding": null,
-                    "added_tokens": added_tokens(tokens, &types),
+                    "added_tokens": [],
                     "normalizer": {"type": "Sequence", "normalizers": normalizers},
                     "pre_tokenizer": null,
                     "post_processor": added(true),
