@@ -25,6 +25,36 @@ pub struct CandleExecutable {
     aliases_state: Vec<bool>,
     /// Which CPU kernels of `crate::cpu` may replace candle's.
     isa: Isa,
+    /// Matmuls of one activation by several weights (a layer's q/k/v, its gate/up): at the first
+    /// node of each group, the other nodes of the group (computed together when they can be).
+    siblings: Vec<Vec<usize>>,
+}
+
+/// Groups of transposed matmuls that read the same activation and a weight each: node index of
+/// the first to the others.
+fn sibling_matmuls(graph: &Graph) -> Vec<Vec<usize>> {
+    let nodes = graph.nodes();
+    let mut out = vec![Vec::new(); nodes.len()];
+    let mut first_by_input: std::collections::HashMap<usize, usize> = Default::default();
+    for (i, n) in nodes.iter().enumerate() {
+        let Op::MatMul {
+            transpose_rhs: true,
+        } = n.op
+        else {
+            continue;
+        };
+        let rhs = &nodes[n.inputs[1].index()];
+        if !matches!(rhs.op, Op::Parameter { .. }) {
+            continue;
+        }
+        match first_by_input.entry(n.inputs[0].index()) {
+            std::collections::hash_map::Entry::Occupied(e) => out[*e.get()].push(i),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(i);
+            }
+        }
+    }
+    out
 }
 
 impl CandleExecutable {
@@ -48,6 +78,7 @@ impl CandleExecutable {
             constants,
             aliases_state,
             isa: if device.is_cpu() { isa } else { Isa::PORTABLE },
+            siblings: sibling_matmuls(graph),
         })
     }
 
@@ -82,26 +113,32 @@ impl CandleExecutable {
             match &node.op {
                 Op::Parameter { .. } => {}
                 Op::Constant { .. } => values[i] = self.constants[i].clone(),
-                op => {
-                    let out = node.spec.shape.resolve(&bound.dims)?;
-                    let operands: Vec<&CandleBuffer> = node
-                        .inputs
-                        .iter()
-                        .map(|id| values[id.index()].as_ref().expect("operands precede users"))
-                        .collect();
+                // Computed with its group's first matmul.
+                _ if values[i].is_some() => {}
+                Op::MatMul { .. } if !self.siblings[i].is_empty() && self.isa.any() => {
                     let started = profile::enabled().then(std::time::Instant::now);
-                    let v = ops::eval(op, &operands, &out, node.spec.dtype, device, self.isa)
-                        .map_err(|e| match e {
-                            EvalError::Invalid(message) => Error::exec(op.name(), message),
-                            EvalError::Candle(e) => {
-                                backend_err(name, &format!("node %{i} ({})", op.name()), e)
-                            }
-                        })?;
+                    let group: Vec<usize> = std::iter::once(i)
+                        .chain(self.siblings[i].iter().copied())
+                        .collect();
+                    let done = self
+                        .matmuls_together(&group, &values, &bound.dims)
+                        .map_err(|e| backend_err(name, &format!("node %{i} (matmul)"), e))?;
                     if let Some(t) = started {
-                        profile::record(op.name(), t.elapsed());
+                        profile::record("matmul", t.elapsed());
                     }
-                    values[i] = Some(v);
+                    match done {
+                        Some(outs) => {
+                            for (j, v) in group.iter().zip(outs) {
+                                values[*j] = Some(v);
+                            }
+                        }
+                        None => {
+                            values[i] =
+                                Some(self.eval_node(device, name, i, &values, &bound.dims)?)
+                        }
+                    }
                 }
+                _ => values[i] = Some(self.eval_node(device, name, i, &values, &bound.dims)?),
             }
             for id in &node.inputs {
                 if self.last_use[id.index()] == i {
@@ -109,6 +146,104 @@ impl CandleExecutable {
                 }
             }
         }
+        self.outputs(name, values)
+    }
+
+    /// Evaluates node `i` with its operands from `values`.
+    fn eval_node(
+        &self,
+        device: &CDevice,
+        name: &str,
+        i: usize,
+        values: &[Option<CandleBuffer>],
+        dims: &switchyard_runtime::SymbolBindings,
+    ) -> Result<CandleBuffer> {
+        let node = &self.graph.nodes()[i];
+        let op = &node.op;
+        let out = node.spec.shape.resolve(dims)?;
+        let operands: Vec<&CandleBuffer> = node
+            .inputs
+            .iter()
+            .map(|id| values[id.index()].as_ref().expect("operands precede users"))
+            .collect();
+        let started = profile::enabled().then(std::time::Instant::now);
+        let v =
+            ops::eval(op, &operands, &out, node.spec.dtype, device, self.isa).map_err(
+                |e| match e {
+                    EvalError::Invalid(message) => Error::exec(op.name(), message),
+                    EvalError::Candle(e) => {
+                        backend_err(name, &format!("node %{i} ({})", op.name()), e)
+                    }
+                },
+            )?;
+        if let Some(t) = started {
+            profile::record(op.name(), t.elapsed());
+        }
+        Ok(v)
+    }
+
+    /// The matmuls `group` (one activation row times several quantized weights read in place)
+    /// in one dispatch, or `None` when they do not all fit the CPU kernels that way.
+    fn matmuls_together(
+        &self,
+        group: &[usize],
+        values: &[Option<CandleBuffer>],
+        dims: &switchyard_runtime::SymbolBindings,
+    ) -> candle_core::Result<Option<Vec<CandleBuffer>>> {
+        let nodes = self.graph.nodes();
+        let x = values[nodes[group[0]].inputs[0].index()]
+            .as_ref()
+            .expect("operands precede users");
+        let Ok(xt) = x.tensor("matmul input") else {
+            return Ok(None);
+        };
+        let k = *xt.dims().last().unwrap_or(&0);
+        if xt.dtype() != candle_core::DType::F32 || xt.elem_count() != k || !xt.device().is_cpu() {
+            return Ok(None);
+        }
+        let mut ws = Vec::with_capacity(group.len());
+        for &j in group {
+            match values[nodes[j].inputs[1].index()].as_ref() {
+                Some(CandleBuffer::Blocks(h)) if h.dims()[1] == k => {
+                    ws.push(crate::cpu::quant::QuantMatrix {
+                        dtype: h.dtype(),
+                        bytes: h.as_bytes(),
+                        n: h.dims()[0],
+                        k,
+                    })
+                }
+                _ => return Ok(None),
+            }
+        }
+        let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; w.n]).collect();
+        let done = ops::with_f32(xt, |x| {
+            let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+            Ok(crate::cpu::quant::matvec_many(self.isa, x, &ws, &mut ys))
+        })?;
+        if !done {
+            return Ok(None);
+        }
+        group
+            .iter()
+            .zip(outs)
+            .map(|(&j, y)| {
+                let shape = nodes[j]
+                    .spec
+                    .shape
+                    .resolve(dims)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                Ok(CandleBuffer::Tensor(candle_core::Tensor::from_vec(
+                    y,
+                    shape,
+                    xt.device(),
+                )?))
+            })
+            .collect::<candle_core::Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// The graph's outputs from the values of a run.
+    fn outputs(&self, name: &str, values: Vec<Option<CandleBuffer>>) -> Result<Vec<CandleBuffer>> {
         self.graph
             .outputs()
             .iter()

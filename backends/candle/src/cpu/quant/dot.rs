@@ -150,9 +150,13 @@ unsafe fn tile32<D: IntDot, F: Format, const R: usize, const C: usize>(
             std::array::from_fn(|c| _mm256_loadu_si256(qs[c].add(32 * b) as *const __m256i));
         let dx: [f32; C] = std::array::from_fn(|c| *d[c].add(b));
         let ex: [f32; C] = std::array::from_fn(|c| *extra[c].add(b));
+        // One prefetch per cache line of each row, not per (smaller) block.
+        let fetch = b % (64 / F::BYTES).max(1) == 0;
         for r in 0..R {
             let p = rows[r].add(b * F::BYTES);
-            prefetch(p);
+            if fetch {
+                prefetch(p);
+            }
             let (m, o, mn) = F::scale32(p);
             let u = F::codes(p, 0);
             for c in 0..C {
@@ -177,6 +181,92 @@ unsafe fn tile32<D: IntDot, F: Format, const R: usize, const C: usize>(
             out[r][c] = hsum(acc[r][c]) - off[r][c];
         }
     }
+    out
+}
+
+/// Eight rows of a 32-value format against one activation row (decode), with the eight rows'
+/// block sums reduced into one vector before any float work: per block, one gather of the
+/// rows' scale fields, one conversion, one multiply-add for all eight rows (instead of a
+/// conversion, broadcast, multiply and multiply-add per row).
+#[inline(always)]
+unsafe fn rows8_32<D: IntDot, F: Format>(
+    base: *const u8,
+    row_bytes: usize,
+    nb: usize,
+    a: &QActs,
+) -> [f32; 8] {
+    let mut acc = _mm256_setzero_ps();
+    let mut off = _mm256_setzero_ps();
+    let index = _mm256_setr_epi32(
+        0,
+        row_bytes as i32,
+        2 * row_bytes as i32,
+        3 * row_bytes as i32,
+        4 * row_bytes as i32,
+        5 * row_bytes as i32,
+        6 * row_bytes as i32,
+        7 * row_bytes as i32,
+    );
+    // Low and high 16 bits of each 32-bit lane, packed into the low 8 bytes of each half.
+    let lo16 = _mm256_setr_epi8(
+        0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1, -1,
+        -1, -1, -1, -1, -1, -1,
+    );
+    let hi16 = _mm256_setr_epi8(
+        2, 3, 6, 7, 10, 11, 14, 15, -1, -1, -1, -1, -1, -1, -1, -1, 2, 3, 6, 7, 10, 11, 14, 15, -1,
+        -1, -1, -1, -1, -1, -1, -1,
+    );
+    let halves = |v: __m256i| -> __m256 {
+        let packed = _mm256_permute4x64_epi64::<0b1000>(v);
+        _mm256_cvtph_ps(_mm256_castsi256_si128(packed))
+    };
+    let fetch = (64 / F::BYTES).max(1);
+    for b in 0..nb {
+        let block = base.add(b * F::BYTES);
+        if b % fetch == 0 {
+            for r in 0..8 {
+                prefetch(block.add(r * row_bytes));
+            }
+        }
+        let x = _mm256_loadu_si256(a.qs.as_ptr().add(32 * b) as *const __m256i);
+        let fields = _mm256_i32gather_epi32::<1>(block as *const i32, index);
+        let d8 = halves(_mm256_shuffle_epi8(fields, lo16));
+        let mut p = [_mm256_setzero_si256(); 8];
+        for (r, pr) in p.iter_mut().enumerate() {
+            let u = F::codes(block.add(r * row_bytes), 0);
+            *pr = if F::SIGNED {
+                D::dot(_mm256_sign_epi8(u, u), _mm256_sign_epi8(x, u))
+            } else {
+                D::dot(u, x)
+            };
+        }
+        // Lane r of `s`: the sum of row r's eight lanes.
+        let h01 = _mm256_hadd_epi32(p[0], p[1]);
+        let h23 = _mm256_hadd_epi32(p[2], p[3]);
+        let h45 = _mm256_hadd_epi32(p[4], p[5]);
+        let h67 = _mm256_hadd_epi32(p[6], p[7]);
+        let h0123 = _mm256_hadd_epi32(h01, h23);
+        let h4567 = _mm256_hadd_epi32(h45, h67);
+        let s = _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(h0123, h4567),
+            _mm256_permute2x128_si256::<0x31>(h0123, h4567),
+        );
+        let dx = *a.d.get_unchecked(b);
+        acc = _mm256_fmadd_ps(
+            _mm256_cvtepi32_ps(s),
+            _mm256_mul_ps(d8, _mm256_set1_ps(dx)),
+            acc,
+        );
+        if F::MIN {
+            let m8 = halves(_mm256_shuffle_epi8(fields, hi16));
+            off = _mm256_fnmadd_ps(m8, _mm256_set1_ps(*a.s.get_unchecked(b)), off);
+        } else if F::ZERO_CODE != 0.0 {
+            let ex = F::ZERO_CODE * *a.dsum32.get_unchecked(b);
+            off = _mm256_fmadd_ps(d8, _mm256_set1_ps(ex), off);
+        }
+    }
+    let mut out = [0f32; 8];
+    _mm256_storeu_ps(out.as_mut_ptr(), _mm256_sub_ps(acc, off));
     out
 }
 
@@ -218,6 +308,10 @@ unsafe fn rows_of<D: IntDot, F: Format, const RT: usize, const CT: usize>(
                 }};
             }
             match (rt == RT, ct == CT) {
+                (true, true) if RT == 8 && CT == 1 && F::VALUES == 32 => {
+                    let t = rows8_32::<D, F>(row(r0), row_bytes, nb, &acts[c0]);
+                    y[c0 * ldy + r0..c0 * ldy + r0 + 8].copy_from_slice(&t);
+                }
                 (true, true) => {
                     let t = tile::<D, F, RT, CT>(
                         std::array::from_fn(|i| row(r0 + i)),
@@ -247,10 +341,10 @@ unsafe fn rows_of<D: IntDot, F: Format, const RT: usize, const CT: usize>(
 }
 
 /// Row and column tiles: eight weight rows for one activation row (decode: the rows are separate
-/// memory streams, more loads in flight), four by two for several (prompts: each decoded weight
-/// group serves two activation rows).
+/// memory streams, more loads in flight); for several (prompts), each decoded weight group
+/// serves `WIDE` activation rows: two with AVX2's 16 vector registers, four with AVX-512's 32.
 #[inline(always)]
-unsafe fn dispatch<D: IntDot, F: Format>(
+unsafe fn dispatch<D: IntDot, F: Format, const WIDE: usize>(
     w: &QuantMatrix<'_>,
     acts: &[QActs],
     first: usize,
@@ -261,12 +355,12 @@ unsafe fn dispatch<D: IntDot, F: Format>(
     if acts.len() == 1 {
         rows_of::<D, F, 8, 1>(w, acts, first, rows, y, ldy)
     } else {
-        rows_of::<D, F, 4, 2>(w, acts, first, rows, y, ldy)
+        rows_of::<D, F, 4, WIDE>(w, acts, first, rows, y, ldy)
     }
 }
 
 #[inline(always)]
-unsafe fn by_type<D: IntDot>(
+unsafe fn by_type<D: IntDot, const WIDE: usize>(
     w: &QuantMatrix<'_>,
     acts: &[QActs],
     first: usize,
@@ -275,16 +369,16 @@ unsafe fn by_type<D: IntDot>(
     ldy: usize,
 ) {
     match w.dtype {
-        DType::Q4_0 => dispatch::<D, f::Q4_0>(w, acts, first, rows, y, ldy),
-        DType::Q4_1 => dispatch::<D, f::Q4_1>(w, acts, first, rows, y, ldy),
-        DType::Q5_0 => dispatch::<D, f::Q5_0>(w, acts, first, rows, y, ldy),
-        DType::Q5_1 => dispatch::<D, f::Q5_1>(w, acts, first, rows, y, ldy),
-        DType::Q8_0 => dispatch::<D, f::Q8_0>(w, acts, first, rows, y, ldy),
-        DType::Q2K => dispatch::<D, f::Q2K>(w, acts, first, rows, y, ldy),
-        DType::Q3K => dispatch::<D, f::Q3K>(w, acts, first, rows, y, ldy),
-        DType::Q4K => dispatch::<D, f::Q4K>(w, acts, first, rows, y, ldy),
-        DType::Q5K => dispatch::<D, f::Q5K>(w, acts, first, rows, y, ldy),
-        DType::Q6K => dispatch::<D, f::Q6K>(w, acts, first, rows, y, ldy),
+        DType::Q4_0 => dispatch::<D, f::Q4_0, WIDE>(w, acts, first, rows, y, ldy),
+        DType::Q4_1 => dispatch::<D, f::Q4_1, WIDE>(w, acts, first, rows, y, ldy),
+        DType::Q5_0 => dispatch::<D, f::Q5_0, WIDE>(w, acts, first, rows, y, ldy),
+        DType::Q5_1 => dispatch::<D, f::Q5_1, WIDE>(w, acts, first, rows, y, ldy),
+        DType::Q8_0 => dispatch::<D, f::Q8_0, WIDE>(w, acts, first, rows, y, ldy),
+        DType::Q2K => dispatch::<D, f::Q2K, WIDE>(w, acts, first, rows, y, ldy),
+        DType::Q3K => dispatch::<D, f::Q3K, WIDE>(w, acts, first, rows, y, ldy),
+        DType::Q4K => dispatch::<D, f::Q4K, WIDE>(w, acts, first, rows, y, ldy),
+        DType::Q5K => dispatch::<D, f::Q5K, WIDE>(w, acts, first, rows, y, ldy),
+        DType::Q6K => dispatch::<D, f::Q6K, WIDE>(w, acts, first, rows, y, ldy),
         other => unreachable!("{other} is not a block-quantized type"),
     }
 }
@@ -298,7 +392,7 @@ unsafe fn run_avx2(
     y: &mut [f32],
     ldy: usize,
 ) {
-    by_type::<Avx2>(w, acts, first, rows, y, ldy)
+    by_type::<Avx2, 2>(w, acts, first, rows, y, ldy)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -310,7 +404,7 @@ unsafe fn run_vnni(
     y: &mut [f32],
     ldy: usize,
 ) {
-    by_type::<Vnni>(w, acts, first, rows, y, ldy)
+    by_type::<Vnni, 4>(w, acts, first, rows, y, ldy)
 }
 
 /// True when `isa` has these kernels.

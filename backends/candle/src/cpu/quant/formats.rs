@@ -39,6 +39,8 @@ pub(crate) trait Format {
     const SIGNED: bool = false;
     /// The block's minimum meets the activations' stored sums (q4_1, q5_1).
     const MIN: bool = false;
+    /// For 32-value formats: the code standing for zero (the offset is `d` times it).
+    const ZERO_CODE: f32 = 0.0;
 
     /// The scales of the block at `b`.
     ///
@@ -86,6 +88,14 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
     _mm256_set_m128i(hi, lo)
 }
 
+/// The two f16 at `p` and `p + 2` as f32, in one conversion.
+#[inline(always)]
+unsafe fn f16_pair(p: *const u8) -> (f32, f32) {
+    let bits = u32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)]);
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+    (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+}
+
 /// Byte `j` is `0x10` where bit `j` of `bits` is set (the fifth bit of 5-bit codes).
 #[inline(always)]
 unsafe fn fifth_bits(bits: u32) -> __m256i {
@@ -119,6 +129,7 @@ fn two(mult: f32, off: f32, min: f32, out: &mut Scales) {
 
 pub(crate) struct Q4_0;
 impl Format for Q4_0 {
+    const ZERO_CODE: f32 = 8.0;
     const BYTES: usize = 18;
     const VALUES: usize = 32;
     const ACT: ActFormat = ActFormat::Q8_0;
@@ -150,7 +161,8 @@ impl Format for Q4_1 {
     }
     #[inline(always)]
     unsafe fn scale32(b: *const u8) -> (f32, f32, f32) {
-        (f16_at(b), 0.0, f16_at(b.add(2)))
+        let (d, m) = f16_pair(b);
+        (d, 0.0, m)
     }
     #[inline(always)]
     unsafe fn codes(b: *const u8, _: usize) -> __m256i {
@@ -160,6 +172,7 @@ impl Format for Q4_1 {
 
 pub(crate) struct Q5_0;
 impl Format for Q5_0 {
+    const ZERO_CODE: f32 = 16.0;
     const BYTES: usize = 22;
     const VALUES: usize = 32;
     const ACT: ActFormat = ActFormat::Q8_0;
@@ -192,7 +205,8 @@ impl Format for Q5_1 {
     }
     #[inline(always)]
     unsafe fn scale32(b: *const u8) -> (f32, f32, f32) {
-        (f16_at(b), 0.0, f16_at(b.add(2)))
+        let (d, m) = f16_pair(b);
+        (d, 0.0, m)
     }
     #[inline(always)]
     unsafe fn codes(b: *const u8, _: usize) -> __m256i {

@@ -108,6 +108,68 @@ pub(crate) fn matmul(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut
     }
 }
 
+/// `ys[i] = x·W_iᵀ` for one activation row `x` and several block-quantized weights that read
+/// it (a layer's q, k and v projections, its gate and up projections): the row is quantized
+/// once per format and all the weights' rows go to the worker threads in one dispatch, instead
+/// of one per matrix. Returns `false` (leaving `ys` alone) when a weight is not [`available`].
+pub(crate) fn matvec_many(
+    isa: Isa,
+    x: &[f32],
+    ws: &[QuantMatrix<'_>],
+    ys: &mut [&mut [f32]],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if ws.iter().any(|w| {
+            !available(w.dtype, isa) || w.k != x.len() || !w.k.is_multiple_of(w.dtype.block_len())
+        }) {
+            return false;
+        }
+        let mut acts: Vec<(ActFormat, act::QActs)> = Vec::new();
+        for w in ws {
+            let f = act_format(w.dtype);
+            if !acts.iter().any(|(g, _)| *g == f) {
+                acts.push((f, act::quantize(x, f)));
+            }
+        }
+        let threads = super::worker_threads();
+        let total: usize = ws.iter().map(|w| w.n).sum();
+        let chunk = total.div_ceil(threads * 4).next_multiple_of(8);
+        let mut parts: Vec<(usize, usize, &mut [f32])> = Vec::new();
+        for (i, y) in ys.iter_mut().enumerate() {
+            for (j, out) in y.chunks_mut(chunk).enumerate() {
+                parts.push((i, j * chunk, out));
+            }
+        }
+        let run = |(i, first, out): (usize, usize, &mut [f32])| {
+            let w = &ws[i];
+            let f = act_format(w.dtype);
+            let a = &acts
+                .iter()
+                .find(|(g, _)| *g == f)
+                .expect("quantized above")
+                .1;
+            dot::dot_rows(isa, w, std::slice::from_ref(a), first, out.len(), out, 0);
+        };
+        if threads == 1 {
+            parts.into_iter().for_each(run);
+            return true;
+        }
+        let queue = std::sync::Mutex::new(parts);
+        candle_core::utils::barrier_pool().execute(|_| loop {
+            let next = queue.lock().map(|mut q| q.pop()).unwrap_or(None);
+            let Some(part) = next else { break };
+            run(part);
+        });
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, x, ws, ys);
+        false
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -279,46 +341,6 @@ pub(crate) mod tests {
                     }
                 }
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod scratch_speed {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn scratch_gemv_speed() {
-        for dtype in [
-            DType::Q4_1,
-            DType::Q8_0,
-            DType::Q4_0,
-            DType::Q4K,
-            DType::Q6K,
-        ] {
-            let (n, k) = (1536 * 4, 576);
-            let bytes = tests::random_blocks(dtype, n * k / dtype.block_len(), 7);
-            let w = QuantMatrix {
-                dtype,
-                bytes: &bytes,
-                n,
-                k,
-            };
-            let x: Vec<f32> = (0..k).map(|i| (i as f32).sin()).collect();
-            let acts = vec![act::quantize(&x, act_format(dtype))];
-            let mut y = vec![0f32; n];
-            let isa = Isa::all_here().last().copied().unwrap();
-            let t = std::time::Instant::now();
-            let reps = 200;
-            for _ in 0..reps {
-                dot::dot_rows(isa, &w, &acts, 0, n, &mut y, n);
-            }
-            let dt = t.elapsed().as_secs_f64() / reps as f64;
-            eprintln!(
-                "{dtype}: {:.2} GB/s single thread ({:.1} us)",
-                bytes.len() as f64 / dt / 1e9,
-                dt * 1e6
-            );
         }
     }
 }
