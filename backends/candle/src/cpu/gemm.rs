@@ -43,6 +43,9 @@ pub(crate) enum Rhs<'a> {
     },
     /// `C = A·Wᵀ` for a weight already in panel layout.
     Packed(&'a super::packed::PackedMatrix),
+    /// `C = A·Wᵀ` for a block-quantized `[N, K]` weight, dequantized slice by slice as it is
+    /// packed (depth slices are whole blocks: `KC` is a multiple of every block length).
+    Quant(super::quant::QuantMatrix<'a>),
 }
 
 /// `tile = Apᵀ·Bp` for one packed slice: `a` holds `kc × MR` values (row `k` = the MR rows' `k`-th
@@ -133,6 +136,7 @@ fn pack_a(rows: &[&[f32]], k: usize) -> Vec<f32> {
 }
 
 /// Packs columns `j0..j0 + cols` (at most NR) of depths `k0..k0 + kc` as `[kc][NR]`, zero-padded.
+#[inline(always)]
 fn pack_b(rhs: Rhs<'_>, j0: usize, cols: usize, k0: usize, kc: usize, bp: &mut [f32]) {
     match rhs {
         Rhs::Transposed { w, ld } => {
@@ -150,6 +154,31 @@ fn pack_b(rhs: Rhs<'_>, j0: usize, cols: usize, k0: usize, kc: usize, bp: &mut [
             }
         }
         Rhs::Packed(_) => unreachable!("packed weights are read in place by `panels`"),
+        Rhs::Quant(w) => {
+            let mut row = [0f32; KC];
+            let (bl, bb) = (w.dtype.block_len(), w.dtype.block_bytes());
+            let row_bytes = w.row_bytes();
+            for j in 0..NR {
+                if j < cols {
+                    let start = (j0 + j) * row_bytes + k0 / bl * bb;
+                    let bytes = &w.bytes[start..start + kc / bl * bb];
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: `panels` runs only inside functions with AVX2/FMA enabled (this is
+                    // inlined into them), F16C comes with every `Isa` that has AVX2, and the
+                    // slice is whole blocks for `kc` values (depth slices are whole blocks).
+                    unsafe {
+                        super::quant::dequant::into(w.dtype, bytes, &mut row[..kc])
+                    };
+                    for (kk, &v) in row[..kc].iter().enumerate() {
+                        bp[kk * NR + j] = v;
+                    }
+                } else {
+                    for kk in 0..kc {
+                        bp[kk * NR + j] = 0.0;
+                    }
+                }
+            }
+        }
         Rhs::Plain { b, ld } => {
             for kk in 0..kc {
                 let dst = &mut bp[kk * NR..kk * NR + NR];
@@ -216,7 +245,7 @@ unsafe fn panels_with<const AVX512: bool>(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn panels_avx512(
     ap: &[f32],
@@ -233,7 +262,7 @@ unsafe fn panels_avx512(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn panels_avx2(
     ap: &[f32],

@@ -340,11 +340,10 @@ unsafe fn rows_of<D: IntDot, F: Format, const RT: usize, const CT: usize>(
     }
 }
 
-/// Row and column tiles: eight weight rows for one activation row (decode: the rows are separate
-/// memory streams, more loads in flight); for several (prompts), each decoded weight group
-/// serves `WIDE` activation rows: two with AVX2's 16 vector registers, four with AVX-512's 32.
+/// Eight weight rows at a time for one activation row (decode: the rows are separate memory
+/// streams, more loads in flight); several activation rows (tests) one at a time.
 #[inline(always)]
-unsafe fn dispatch<D: IntDot, F: Format, const WIDE: usize>(
+unsafe fn dispatch<D: IntDot, F: Format>(
     w: &QuantMatrix<'_>,
     acts: &[QActs],
     first: usize,
@@ -352,15 +351,11 @@ unsafe fn dispatch<D: IntDot, F: Format, const WIDE: usize>(
     y: &mut [f32],
     ldy: usize,
 ) {
-    if acts.len() == 1 {
-        rows_of::<D, F, 8, 1>(w, acts, first, rows, y, ldy)
-    } else {
-        rows_of::<D, F, 4, WIDE>(w, acts, first, rows, y, ldy)
-    }
+    rows_of::<D, F, 8, 1>(w, acts, first, rows, y, ldy)
 }
 
 #[inline(always)]
-unsafe fn by_type<D: IntDot, const WIDE: usize>(
+unsafe fn by_type<D: IntDot>(
     w: &QuantMatrix<'_>,
     acts: &[QActs],
     first: usize,
@@ -369,16 +364,16 @@ unsafe fn by_type<D: IntDot, const WIDE: usize>(
     ldy: usize,
 ) {
     match w.dtype {
-        DType::Q4_0 => dispatch::<D, f::Q4_0, WIDE>(w, acts, first, rows, y, ldy),
-        DType::Q4_1 => dispatch::<D, f::Q4_1, WIDE>(w, acts, first, rows, y, ldy),
-        DType::Q5_0 => dispatch::<D, f::Q5_0, WIDE>(w, acts, first, rows, y, ldy),
-        DType::Q5_1 => dispatch::<D, f::Q5_1, WIDE>(w, acts, first, rows, y, ldy),
-        DType::Q8_0 => dispatch::<D, f::Q8_0, WIDE>(w, acts, first, rows, y, ldy),
-        DType::Q2K => dispatch::<D, f::Q2K, WIDE>(w, acts, first, rows, y, ldy),
-        DType::Q3K => dispatch::<D, f::Q3K, WIDE>(w, acts, first, rows, y, ldy),
-        DType::Q4K => dispatch::<D, f::Q4K, WIDE>(w, acts, first, rows, y, ldy),
-        DType::Q5K => dispatch::<D, f::Q5K, WIDE>(w, acts, first, rows, y, ldy),
-        DType::Q6K => dispatch::<D, f::Q6K, WIDE>(w, acts, first, rows, y, ldy),
+        DType::Q4_0 => dispatch::<D, f::Q4_0>(w, acts, first, rows, y, ldy),
+        DType::Q4_1 => dispatch::<D, f::Q4_1>(w, acts, first, rows, y, ldy),
+        DType::Q5_0 => dispatch::<D, f::Q5_0>(w, acts, first, rows, y, ldy),
+        DType::Q5_1 => dispatch::<D, f::Q5_1>(w, acts, first, rows, y, ldy),
+        DType::Q8_0 => dispatch::<D, f::Q8_0>(w, acts, first, rows, y, ldy),
+        DType::Q2K => dispatch::<D, f::Q2K>(w, acts, first, rows, y, ldy),
+        DType::Q3K => dispatch::<D, f::Q3K>(w, acts, first, rows, y, ldy),
+        DType::Q4K => dispatch::<D, f::Q4K>(w, acts, first, rows, y, ldy),
+        DType::Q5K => dispatch::<D, f::Q5K>(w, acts, first, rows, y, ldy),
+        DType::Q6K => dispatch::<D, f::Q6K>(w, acts, first, rows, y, ldy),
         other => unreachable!("{other} is not a block-quantized type"),
     }
 }
@@ -392,7 +387,7 @@ unsafe fn run_avx2(
     y: &mut [f32],
     ldy: usize,
 ) {
-    by_type::<Avx2, 2>(w, acts, first, rows, y, ldy)
+    by_type::<Avx2>(w, acts, first, rows, y, ldy)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -404,7 +399,7 @@ unsafe fn run_vnni(
     y: &mut [f32],
     ldy: usize,
 ) {
-    by_type::<Vnni, 4>(w, acts, first, rows, y, ldy)
+    by_type::<Vnni>(w, acts, first, rows, y, ldy)
 }
 
 /// True when `isa` has these kernels.

@@ -1,11 +1,16 @@
-//! Matrix products with block-quantized weights (llama.cpp's formats) on the CPU, computed the
-//! way llama.cpp computes them: each activation row is quantized once per call in the format the
-//! weight type pairs with ([`act`]), and every weight row is dotted with it in integer arithmetic
-//! straight from its stored blocks ([`dot`]). Decoding (one row) splits the weight rows over the
-//! compute threads, eight at a time; prompts (many rows) do the same with tiles of four weight
-//! rows by two activation rows, so each decoded weight group serves two rows.
+//! Matrix products with block-quantized weights (llama.cpp's formats) on the CPU.
+//!
+//! Decoding (one activation row) is computed the way llama.cpp computes it: the row is
+//! quantized once per call in the format the weight type pairs with ([`act`]), and every weight
+//! row is dotted with it in integer arithmetic straight from its stored blocks ([`dot`]), eight
+//! rows at a time, split over the compute threads. Prompts (many rows) dequantize each weight
+//! slice into the f32 matrix product ([`dequant`], [`super::gemm`]): every slice serves many
+//! rows there, and the f32 kernel outruns integer dot products; it also rounds the activations
+//! less (the logits differ from llama.cpp's by less than llama.cpp's own rounding costs it).
 
 pub(crate) mod act;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod dequant;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod dot;
 #[cfg(target_arch = "x86_64")]
@@ -63,42 +68,24 @@ pub(crate) fn matmul(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut
             return false;
         }
         assert!(x.len() == m * w.k && y.len() == m * w.n);
-        let format = act_format(w.dtype);
-        let acts: Vec<act::QActs> = x
-            .chunks_exact(w.k)
-            .map(|r| act::quantize(r, format))
-            .collect();
+        if m > 1 {
+            // Prompts: weight slices dequantized into the f32 matrix product, which outruns
+            // integer dot products once every slice serves many rows.
+            return super::gemm::gemm_nt(isa, x, m, w.k, super::gemm::Rhs::Quant(*w), w.n, y);
+        }
+        let acts = [act::quantize(x, act_format(w.dtype))];
         let threads = super::worker_threads();
         // Small matrices are not worth waking the other threads for.
-        if threads == 1 || (w.bytes.len() < 32 * 1024 && m == 1) {
+        if threads == 1 || w.bytes.len() < 32 * 1024 {
             dot::dot_rows(isa, w, &acts, 0, w.n, y, w.n);
             return true;
         }
-        if m == 1 {
-            // Several parts per thread, whole groups of eight rows: a thread that finishes
-            // early takes another part instead of waiting at the barrier.
-            let chunk = w.n.div_ceil(threads * 4).next_multiple_of(8);
-            super::par_chunks_mut(y, chunk, |i, out| {
-                dot::dot_rows(isa, w, &acts, i * chunk, out.len(), out, 0)
-            });
-            return true;
-        }
-        // Several rows: each part computes its weight rows for every activation row into its
-        // own block, copied into place after.
-        let parts = (threads * 4).min(w.n.div_ceil(8)).max(1);
-        let per = w.n.div_ceil(parts).next_multiple_of(4);
-        let mut blocks = vec![0f32; m * w.n];
-        super::par_chunks_mut(&mut blocks, m * per, |i, block| {
-            let first = i * per;
-            let rows = block.len() / m;
-            dot::dot_rows(isa, w, &acts, first, rows, block, rows);
+        // Several parts per thread, whole groups of eight rows: a thread that finishes early
+        // takes another part instead of waiting at the barrier.
+        let chunk = w.n.div_ceil(threads * 4).next_multiple_of(8);
+        super::par_chunks_mut(y, chunk, |i, out| {
+            dot::dot_rows(isa, w, &acts, i * chunk, out.len(), out, 0)
         });
-        for (i, block) in blocks.chunks(m * per).enumerate() {
-            let (first, rows) = (i * per, block.len() / m);
-            for (c, src) in block.chunks_exact(rows).enumerate() {
-                y[c * w.n + first..c * w.n + first + rows].copy_from_slice(src);
-            }
-        }
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -250,10 +237,10 @@ pub(crate) mod tests {
     /// quantized (`x̂`), except that a q4_1/q5_1 block's minimum multiplies the activations'
     /// stored f16 sum `s` instead of `d · Σq`. Against that in f64 the only error is f32 rounding
     /// of the per-group scale products and the running sum, a few 2⁻²⁴ per group on terms as
-    /// large as `|x̂|·(|w| + max|w| of the block)` (offset formats subtract one such term). Every
-    /// kernel variant this CPU runs, every GGUF type, random blocks and checkpoint-like weights,
-    /// one activation row (decode) and several (prompts, tiles and remainders), activations with
-    /// massive channels.
+    /// large as `|x̂|·(|w| + max|w| of the block)` (offset formats subtract one such term). Several
+    /// activation rows (prompts) take the dequantized f32 path instead and are held to f32
+    /// accumulation. Every kernel variant this CPU runs, every GGUF type, random blocks and
+    /// checkpoint-like weights, activations with massive channels.
     #[test]
     fn integer_dots_compute_llamacpps_products() {
         let variants: Vec<Isa> = Isa::all_here()
@@ -301,6 +288,30 @@ pub(crate) mod tests {
                 for &isa in &variants {
                     let mut y = vec![f32::NAN; m * n];
                     assert!(matmul(isa, &x, m, &w, &mut y));
+                    if m > 1 {
+                        // Prompts: the dequantized weights times the f32 activations, within
+                        // f32 accumulation over k terms (k·2⁻²³ of Σ|w·x|).
+                        for c in 0..m {
+                            for r in 0..n {
+                                let (row, xs) =
+                                    (&dense[r * k..(r + 1) * k], &x[c * k..(c + 1) * k]);
+                                let want: f64 =
+                                    row.iter().zip(xs).map(|(a, b)| *a as f64 * *b as f64).sum();
+                                let mag: f64 = row
+                                    .iter()
+                                    .zip(xs)
+                                    .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                                    .sum();
+                                let tol = k as f64 * 2f64.powi(-23) * mag + 1e-30;
+                                let got = y[c * n + r] as f64;
+                                assert!(
+                                    (got - want).abs() <= tol,
+                                    "{isa} {dtype} prompt row {r} col {c}: {got} vs {want}"
+                                );
+                            }
+                        }
+                        continue;
+                    }
                     for (c, a) in acts.iter().enumerate() {
                         let xq: Vec<f64> =
                             a.qs.iter()
