@@ -16,7 +16,7 @@ unsafe fn eight(u: __m256i, q: usize, signed: bool) -> __m256 {
     } else {
         _mm256_extracti128_si256::<1>(u)
     };
-    let bytes = if q % 2 == 0 {
+    let bytes = if q.is_multiple_of(2) {
         half
     } else {
         _mm_srli_si128::<8>(half)
