@@ -338,8 +338,16 @@ fn damaged_and_unsupported_ggufs_are_refused_naming_the_key_or_tensor() {
     // A vocabulary kind Switchyard cannot tokenize, and a pre-tokenizer it does not know: refused
     // by name (the weights are not read first).
     for (key, value, expect) in [
-        ("tokenizer.ggml.model", "bert", "vocabulary kind 'bert' is not supported"),
-        ("tokenizer.ggml.pre", "tekken", "pre-tokenizer 'tekken' is not supported"),
+        (
+            "tokenizer.ggml.model",
+            "bert",
+            "vocabulary kind 'bert' is not supported",
+        ),
+        (
+            "tokenizer.ggml.pre",
+            "tekken",
+            "pre-tokenizer 'tekken' is not supported",
+        ),
     ] {
         let file = case(&format!("{value}.gguf"));
         rewrite(&good, &file, |m, _| {
@@ -348,7 +356,10 @@ fn damaged_and_unsupported_ggufs_are_refused_naming_the_key_or_tensor() {
         });
         let (code, e) = generate_with(&file);
         assert!(
-            code == 1 && e.contains(&format!("{value}.gguf")) && e.contains(key) && e.contains(expect),
+            code == 1
+                && e.contains(&format!("{value}.gguf"))
+                && e.contains(key)
+                && e.contains(expect),
             "{e}"
         );
     }
