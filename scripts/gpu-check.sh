@@ -12,7 +12,9 @@
 #     3. parity with the Hugging Face goldens of every fixture architecture: f32 (tokens identical,
 #        logits within 1e-4) and bf16 (logits within 10 % of the largest |logit|, the same
 #        tolerance as the CPU's bf16 test; matching greedy tokens reported);
-#     4. `switchyard bench --devices cpu,cuda:0` on builtin:tinyllama-1.1b (bf16 on the GPU), and
+#     4. `switchyard bench --devices cpu,cuda:0` on builtin:tinyllama-1.1b (bf16 on the GPU), with
+#        `--project h100,h200 --calibrate` (the GPU measured next to its own projection, and the
+#        measured fraction carried to both projections), and
 #        PyTorch + transformers greedy generation with the same shapes on the same GPU;
 #     and prints one short table last. Results land in $OUT (or a temporary directory).
 #
@@ -121,7 +123,7 @@ done
 
 step "switchyard bench --devices $bench_devices on $model"
 timeout 360 "$bin" bench --model "$model" --devices "$bench_devices" -p "$p" -n "$n" -r "$r" -o json \
-    >"$out/bench.json" 2>"$out/bench.err"
+    --project h100,h200 --calibrate >"$out/bench.json" 2>"$out/bench.err"
 echo "exit $?"
 
 step "PyTorch + transformers greedy generation on $torch_device"

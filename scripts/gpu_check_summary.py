@@ -81,6 +81,17 @@ def main() -> int:
                 if run["device"] == device and is_tg(r["test"]):
                     gpu_tg = t["median"]
                     bytes_per_token = r.get("bytes_per_token")
+        proj = bench.get("projection") or {}
+        for c in proj.get("calibration", []):
+            rows.append(
+                (
+                    f"{c['device']} {test_label(c['test'])} measured vs projected",
+                    f"{c['measured_tokens_per_s']:.1f} vs {c['projected_tokens_per_s']:.1f} tok/s "
+                    f"(projected; {c['measured_over_projected']:.2f}x, {100 * c['achieved_fraction']:.0f}% of the roofline; spec {c['spec'].split(' (')[0]})",
+                )
+            )
+        for n in proj.get("notes", []):
+            rows.append(("projection note", n))
     else:
         rows.append(("switchyard bench", "did not run"))
         ok = False

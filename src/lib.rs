@@ -25,6 +25,7 @@
 
 mod any_device;
 pub mod bench;
+pub mod project;
 pub mod quantize;
 
 pub use any_device::{AnyBuffer, AnyDevice, AnyExecutable, DeviceStatus};

@@ -7,8 +7,8 @@ use crate::graph::{build_graph, kv_state_name, Entry, GraphOptions};
 use crate::weights::WeightSource;
 use std::time::{Duration, Instant};
 use switchyard_runtime::{
-    DType, Device, DeviceBuffer, Executable, ExecuteArgs, HostTensor, ParamKind, ShapeSupport,
-    SymbolBindings, WeightPlan,
+    DType, Device, DeviceBuffer, DeviceKind, Executable, ExecuteArgs, HostTensor, ParamKind,
+    ShapeSupport, SymbolBindings, WeightPlan,
 };
 
 /// How to place a model on a device.
@@ -334,7 +334,7 @@ impl<D: Device> Engine<D> {
         let info = device.info();
         let compute = match options.dtype {
             Some(d) => d,
-            None if info.name == "cpu" || info.emulated => DType::F32,
+            None if info.kind == DeviceKind::Cpu || info.emulated => DType::F32,
             None => config.torch_dtype.unwrap_or(DType::F32),
         };
         if !info.dtypes.contains(&compute) {

@@ -24,11 +24,25 @@ pub enum ShapeSupport {
     Static,
 }
 
+/// What kind of device a backend drives: code decides by this, never by a device's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// The host CPU.
+    Cpu,
+    /// An NVIDIA GPU through CUDA.
+    Cuda,
+    /// An AWS NeuronCore (Trainium, Inferentia), real or emulated.
+    Neuron,
+}
+
 /// Identity and capabilities of a device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceInfo {
     /// The device string: `cpu`, `cuda:0`, `neuron:0`.
     pub name: String,
+    /// What kind of device it is.
+    pub kind: DeviceKind,
     /// A human description (processor model, GPU name, runtime version).
     pub description: String,
     /// True when the device is an emulation (reported as `(emulated)` everywhere).

@@ -13,6 +13,7 @@ mod bandwidth;
 mod files;
 mod plot;
 mod prices;
+mod projection;
 mod report;
 mod stats;
 
@@ -20,9 +21,11 @@ pub use bandwidth::probe_read_bandwidth;
 pub use files::{check_writable, write_atomically};
 pub use plot::svg;
 pub use prices::{usd_per_million_tokens, DevicePrice, Instance, PriceTable, SHIPPED_PRICES};
+pub use projection::{CalibrationRow, ProjectionReport};
 pub use stats::{percentile, Summary};
 
 use crate::models::{argmax, Engine, EngineOptions, Model, Shapes};
+use crate::runtime::DeviceKind;
 use crate::{AnyDevice, DType, Device, DeviceInfo};
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -88,6 +91,14 @@ pub struct BenchOptions {
     /// Polled between timed runs and tokens: once it is true the run stops and returns what it
     /// measured so far, with [`BenchReport::interrupted`] set (the CLI sets it on Ctrl-C).
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Devices to project from their specifications (names in [`BenchOptions::specs`]).
+    pub project: Vec<String>,
+    /// Batch sizes of the projected generation tests.
+    pub project_batches: Vec<usize>,
+    /// Replace the assumed efficiencies by the fractions measured in this run, per class.
+    pub calibrate: bool,
+    /// Device specifications for projections.
+    pub specs: crate::project::SpecTable,
 }
 
 impl Default for BenchOptions {
@@ -108,6 +119,10 @@ impl Default for BenchOptions {
             price_overrides: Vec::new(),
             seed: 42,
             stop: None,
+            project: Vec::new(),
+            project_batches: vec![1],
+            calibrate: false,
+            specs: crate::project::SpecTable::shipped(),
         }
     }
 }
@@ -225,6 +240,9 @@ pub struct BenchReport {
     /// The run was stopped early ([`BenchOptions::stop`]): only complete runs are reported, and
     /// tests or devices not reached are missing.
     pub interrupted: bool,
+    /// Projections from device specifications, and each measured device's projection next to
+    /// its measurement (with `--project` or `--calibrate`).
+    pub projection: Option<ProjectionReport>,
 }
 
 /// Progress of a run, for a progress bar.
@@ -265,7 +283,7 @@ pub fn resolve_devices(requested: &[String]) -> Result<Vec<String>, BenchError> 
         return Ok(AnyDevice::probe_all().into_iter().map(|s| s.name).collect());
     }
     let mut out = Vec::new();
-    for d in requested {
+    for d in requested.iter().filter(|d| !d.trim().is_empty()) {
         match AnyDevice::open(d) {
             Err(e @ switchyard_runtime::Error::UnknownDevice { .. }) => return Err(e.into()),
             _ => {
@@ -293,11 +311,28 @@ fn validate(o: &BenchOptions, devices: &[String], max_context: usize) -> Result<
     if o.repetitions == 0 {
         anyhow::bail!("-r 0: at least one repetition is needed");
     }
+    if devices.is_empty() && o.project.is_empty() {
+        anyhow::bail!("nothing to measure: no --devices and no --project targets");
+    }
+    if o.project_batches.is_empty() || o.project_batches.contains(&0) {
+        anyhow::bail!("--project-batch: batch sizes must be at least 1");
+    }
+    for t in &o.project {
+        o.specs
+            .target(t)
+            .map_err(|e| anyhow::anyhow!("--project: {e}"))?;
+    }
     for (dev, usd) in &o.price_overrides {
-        if !devices.contains(dev) {
+        let projected = o.project.iter().any(|t| t.eq_ignore_ascii_case(dev));
+        if !devices.contains(dev) && !projected {
             anyhow::bail!(
-                "--price {dev}={usd}: {dev} is not in this run ({})",
-                devices.join(", ")
+                "--price {dev}={usd}: {dev} is not in this run (measured or projected: {})",
+                devices
+                    .iter()
+                    .chain(&o.project)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         if !(usd.is_finite() && *usd > 0.0) {
@@ -382,6 +417,7 @@ pub fn run(
             .unwrap_or(0),
         devices: Vec::new(),
         interrupted: false,
+        projection: None,
     };
     let mut cpu_bandwidth: Option<f64> = None;
     for name in &devices {
@@ -463,7 +499,7 @@ pub fn run(
                     bytes_per_s: b,
                     source: "device".into(),
                 }),
-                None if name == "cpu" => {
+                None if info.kind == DeviceKind::Cpu => {
                     let b = *cpu_bandwidth.get_or_insert_with(|| probe_read_bandwidth(threads));
                     b.is_finite().then(|| Bandwidth {
                         bytes_per_s: b,
@@ -478,7 +514,7 @@ pub fn run(
                     source: "--price".into(),
                 }),
                 None => match &options.instance {
-                    Some(i) => options.prices.device_price(i, name).ok(),
+                    Some(i) => options.prices.device_price(i, name, info.kind).ok(),
                     None => None,
                 },
             };
@@ -620,6 +656,9 @@ pub fn run(
         if report.interrupted {
             break;
         }
+    }
+    if !options.project.is_empty() || options.calibrate {
+        report.projection = Some(projection::build(options, &model, &report)?);
     }
     Ok(report)
 }

@@ -1,5 +1,6 @@
 //! Hourly prices per device, for the cost column.
 
+use crate::runtime::DeviceKind;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -74,9 +75,14 @@ impl PriceTable {
         self.instances.iter().find(|i| i.name == name)
     }
 
-    /// The price of `device` on `instance`: the whole instance for the CPU, one GPU's or one
-    /// NeuronCore's share otherwise. `Err` explains why there is none.
-    pub fn device_price(&self, instance: &str, device: &str) -> Result<DevicePrice, String> {
+    /// The price of `device` (of `kind`) on `instance`: the whole instance for the CPU, one GPU's
+    /// or one NeuronCore's share otherwise. `Err` explains why there is none.
+    pub fn device_price(
+        &self,
+        instance: &str,
+        device: &str,
+        kind: DeviceKind,
+    ) -> Result<DevicePrice, String> {
         let i = self.instance(instance).ok_or_else(|| {
             let names: Vec<&str> = self.instances.iter().map(|i| i.name.as_str()).collect();
             format!(
@@ -84,14 +90,10 @@ impl PriceTable {
                 names.join(", ")
             )
         })?;
-        let share = if device == "cpu" {
-            Some(1)
-        } else if device.starts_with("cuda") {
-            i.gpus
-        } else if device.starts_with("neuron") {
-            i.neuron_cores
-        } else {
-            None
+        let share = match kind {
+            DeviceKind::Cpu => Some(1),
+            DeviceKind::Cuda => i.gpus,
+            DeviceKind::Neuron => i.neuron_cores,
         };
         match share {
             Some(n) if n > 0 => Ok(DevicePrice {
@@ -130,18 +132,22 @@ mod tests {
             .instances
             .iter()
             .all(|i| !i.source.is_empty() && !i.date.is_empty()));
-        let p = t.device_price("trn1.2xlarge", "neuron:0").unwrap();
+        let p = t
+            .device_price("trn1.2xlarge", "neuron:0", DeviceKind::Neuron)
+            .unwrap();
         assert!((p.usd_per_hour - 0.67).abs() < 1e-9);
         assert_eq!(
-            t.device_price("trn1.2xlarge", "cpu").unwrap().usd_per_hour,
+            t.device_price("trn1.2xlarge", "cpu", DeviceKind::Cpu)
+                .unwrap()
+                .usd_per_hour,
             1.34
         );
         assert!(t
-            .device_price("trn1.2xlarge", "cuda:0")
+            .device_price("trn1.2xlarge", "cuda:0", DeviceKind::Cuda)
             .unwrap_err()
             .contains("has no cuda:0"));
         assert!(t
-            .device_price("x9.huge", "cpu")
+            .device_price("x9.huge", "cpu", DeviceKind::Cpu)
             .unwrap_err()
             .contains("unknown instance 'x9.huge'"));
         // AWS's own formula: $1.34/h at 100 tokens/s is $3.72 per million tokens.

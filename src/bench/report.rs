@@ -45,10 +45,14 @@ impl BenchReport {
     pub fn markdown(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "{}\n", self.header());
-        s.push_str(
-            "| device | test | t/s | TTFT ms | p50 ms | p90 ms | p99 ms | roofline | $/1M tok |\n",
-        );
-        s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        if self.devices.is_empty() {
+            s.push_str("no device measured in this run\n");
+        } else {
+            s.push_str(
+                "| device | test | t/s | TTFT ms | p50 ms | p90 ms | p99 ms | roofline | $/1M tok |\n",
+            );
+            s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        }
         for run in &self.devices {
             if let Some(why) = &run.skipped {
                 let _ = writeln!(s, "| {} | skipped: {why} | | | | | | | |", run.display_name);
@@ -124,13 +128,16 @@ impl BenchReport {
             }
             s.push('\n');
         }
+        if let Some(p) = &self.projection {
+            s.push_str(&p.markdown());
+        }
         s
     }
 
     /// Every sample as CSV (one row per run, warm-up runs flagged).
     pub fn csv(&self) -> String {
         let mut s = String::from(
-            "device,test,rep,warmup,tokens,seconds,tokens_per_s,ttft_ms,p50_ms,p90_ms,p99_ms,dtype,model,commit\n",
+            "device,test,rep,warmup,tokens,seconds,tokens_per_s,ttft_ms,p50_ms,p90_ms,p99_ms,dtype,model,commit,projected,batch\n",
         );
         for run in &self.devices {
             for r in &run.results {
@@ -146,7 +153,7 @@ impl BenchReport {
                     };
                     let _ = writeln!(
                         s,
-                        "{},{},{},{},{},{:.6},{:.4},{},{},{},{},{},{},{}",
+                        "{},{},{},{},{},{:.6},{:.4},{},{},{},{},{},{},{},false,1",
                         csv_field(&run.display_name),
                         r.test.label(),
                         smp.rep,
@@ -165,6 +172,37 @@ impl BenchReport {
                         csv_field(&self.switchyard),
                     );
                 }
+            }
+        }
+        // Projected rows: labelled in the device column and by `projected`, no samples.
+        for p in self.projection.iter().flat_map(|p| &p.targets) {
+            let device = csv_field(&format!("{} (projected)", p.target));
+            for x in &p.prompts {
+                let _ = writeln!(
+                    s,
+                    "{device},pp{n},,,{n},{:.6},{:.4},{:.4},,,,{},{},{},true,1",
+                    x.ttft_s,
+                    x.tokens_per_s,
+                    x.ttft_s * 1e3,
+                    p.dtype.name(),
+                    csv_field(&self.model),
+                    csv_field(&self.switchyard),
+                    n = x.tokens,
+                );
+            }
+            for x in &p.decodes {
+                let _ = writeln!(
+                    s,
+                    "{device},tg{n},,,{},{:.6},{:.4},,,,,{},{},{},true,{}",
+                    x.tokens * x.batch,
+                    (x.tokens * x.batch) as f64 / x.aggregate_tokens_per_s,
+                    x.aggregate_tokens_per_s,
+                    p.dtype.name(),
+                    csv_field(&self.model),
+                    csv_field(&self.switchyard),
+                    x.batch,
+                    n = x.tokens,
+                );
             }
         }
         s
@@ -195,8 +233,39 @@ impl BenchReport {
                     v["dtype"] = json!(run.dtype);
                     v["model"] = json!(self.model);
                     v["switchyard"] = json!(self.switchyard);
+                    v["projected"] = json!(false);
                     let _ = writeln!(s, "{v}");
                 }
+            }
+        }
+        for p in self.projection.iter().flat_map(|p| &p.targets) {
+            let base = json!({
+                "device": format!("{} (projected)", p.target),
+                "projected": true,
+                "dtype": p.dtype.name(),
+                "devices": p.devices,
+                "efficiency": p.efficiency,
+                "model": self.model,
+                "switchyard": self.switchyard,
+            });
+            for x in &p.prompts {
+                let mut v = base.clone();
+                v["test"] = json!(format!("pp{}", x.tokens));
+                v["batch"] = json!(1);
+                v["tokens_per_s"] = json!(x.tokens_per_s);
+                v["ttft_s"] = json!(x.ttft_s);
+                v["bound"] = json!(x.bound);
+                let _ = writeln!(s, "{v}");
+            }
+            for x in &p.decodes {
+                let mut v = base.clone();
+                v["test"] = json!(format!("tg{}", x.tokens));
+                v["batch"] = json!(x.batch);
+                v["tokens_per_s"] = json!(x.aggregate_tokens_per_s);
+                v["per_sequence_tokens_per_s"] = json!(x.per_sequence_tokens_per_s);
+                v["usd_per_million_tokens"] = json!(x.usd_per_million_tokens);
+                v["bound"] = json!(x.bound);
+                let _ = writeln!(s, "{v}");
             }
         }
         s

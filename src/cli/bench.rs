@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use switchyard::bench::{
     check_writable, run, svg, write_atomically, BenchOptions, PriceTable, Progress,
 };
+use switchyard::project::SpecTable;
 use switchyard::DType;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,6 +89,22 @@ pub struct BenchArgs {
     /// Seed of the random prompt tokens.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Also project these devices from their specifications (roofline, labelled `projected`),
+    /// comma-separated names from the spec table: trn1, trn1-core, trn2, trn2-core, inf2,
+    /// inf2-core, h100, h200, l4, a10g, c7i.large, c7a.large. `--devices ""` projects without
+    /// measuring.
+    #[arg(long, value_delimiter = ',')]
+    project: Vec<String>,
+    /// Batch sizes of the projected generation tests (sequences decoding together).
+    #[arg(long = "project-batch", value_delimiter = ',', default_value = "1")]
+    project_batch: Vec<usize>,
+    /// Apply the efficiency measured in this run on a device class (cpu, gpu, neuron) to the
+    /// projections of that class, instead of the assumed one.
+    #[arg(long)]
+    calibrate: bool,
+    /// Device-spec table to use instead of the shipped one (TOML, see src/project/device_specs.toml).
+    #[arg(long)]
+    specs: Option<PathBuf>,
 }
 
 fn sizes(flag: &str, raw: &[String]) -> Result<Vec<usize>> {
@@ -124,6 +141,10 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         Some(path) => PriceTable::from_file(path).map_err(|e| anyhow::anyhow!("--prices: {e}"))?,
         None => PriceTable::shipped(),
     };
+    let specs = match &a.specs {
+        Some(path) => SpecTable::from_file(path).map_err(|e| anyhow::anyhow!("--specs: {e}"))?,
+        None => SpecTable::shipped(),
+    };
     if let Some(path) = &a.plot {
         check_writable(path).map_err(|e| anyhow::anyhow!("--plot: {e}"))?;
     }
@@ -153,6 +174,15 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         price_overrides,
         seed: a.seed,
         stop: Some(super::interrupt::flag()),
+        project: a
+            .project
+            .iter()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect(),
+        project_batches: a.project_batch.clone(),
+        calibrate: a.calibrate,
+        specs,
     };
     let bar = ProgressBar::new(0);
     bar.set_style(

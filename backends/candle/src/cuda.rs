@@ -58,7 +58,7 @@ mod built {
     use super::{bandwidth_from_clock, datasheet_bandwidth};
     use crate::device::{PLAIN, QUANTIZED};
     use candle_core::cuda_backend::cudarc::driver::{result, sys, CudaContext, DriverError};
-    use switchyard_runtime::{DeviceInfo, Error, Result, ShapeSupport};
+    use switchyard_runtime::{DeviceInfo, DeviceKind, Error, Result, ShapeSupport};
 
     /// Why the driver refused, in words a user can act on.
     fn reason(call: &str, e: &DriverError) -> String {
@@ -140,6 +140,7 @@ mod built {
         };
         Ok(DeviceInfo {
             name,
+            kind: DeviceKind::Cuda,
             description: format!("{gpu}, compute capability {major}.{minor}, {sms} SMs"),
             emulated: false,
             memory_total: Some(total as u64),

@@ -6,8 +6,8 @@ use crate::cpu::packed::PackedMatrix;
 use crate::executable::CandleExecutable;
 use candle_core::{Device as CDevice, Tensor};
 use switchyard_runtime::{
-    CompileOptions, DType, Device, DeviceInfo, Error, ExecuteArgs, Graph, HostTensor, Result,
-    ShapeSupport, WeightPlan, WeightUse,
+    CompileOptions, DType, Device, DeviceInfo, DeviceKind, Error, ExecuteArgs, Graph, HostTensor,
+    Result, ShapeSupport, WeightPlan, WeightUse,
 };
 
 /// A device backed by candle: `cpu` (and `cuda:N` when built with the `cuda` feature).
@@ -93,6 +93,7 @@ impl CandleDevice {
             isa,
             info: DeviceInfo {
                 name: "cpu".into(),
+                kind: DeviceKind::Cpu,
                 description: cpu.description,
                 emulated: false,
                 memory_total: cpu.memory_total,

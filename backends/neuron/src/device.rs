@@ -10,8 +10,8 @@ use std::sync::Arc;
 use switchyard_neuron_sys::NrtVncMemoryStats;
 use switchyard_runtime::artifact::{EmulationArtifact, IoNames};
 use switchyard_runtime::{
-    bind_args, ArgSource, CompileOptions, DType, Device, DeviceInfo, Error, ExecuteArgs, Graph,
-    HostTensor, Result, ShapeSupport, Signature, WeightPlan,
+    bind_args, ArgSource, CompileOptions, DType, Device, DeviceInfo, DeviceKind, Error,
+    ExecuteArgs, Graph, HostTensor, Result, ShapeSupport, Signature, WeightPlan,
 };
 
 /// One NeuronCore. Its graphs must have fixed shapes (bind symbolic dimensions to bucket sizes
@@ -100,6 +100,7 @@ impl NeuronDevice {
         };
         let info = DeviceInfo {
             name: name.clone(),
+            kind: DeviceKind::Neuron,
             description: format!(
                 "{what} {index} of {} visible ({}{}), runtime {}",
                 rt.visible_cores,
