@@ -9,7 +9,7 @@
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use std::path::Path;
-use switchyard::models::{static_executables, EngineOptions, Model};
+use switchyard::models::{plan_executables, EngineOptions, EntryKind, Model};
 use switchyard::neuron::hlo;
 use switchyard::runtime::conformance::{all_cases, Tolerance};
 use switchyard::runtime::graph::OP_NAMES;
@@ -90,12 +90,19 @@ fn main() -> Result<()> {
             prefill_chunk: Some(16),
             kv_buckets: Some(vec![32]),
         };
-        let (_, exes) = static_executables(&model.config, &options, DType::F32)?;
+        let plan = plan_executables(
+            &model.config,
+            &options,
+            DType::F32,
+            &Default::default(),
+            switchyard::ShapeSupport::Static,
+        )?;
         let mut rng = Rng(0x5eed ^ dir.display().to_string().len() as u64);
-        for e in exes {
-            let named = model_inputs(&model, &e.graph, e.entry, e.bucket, &mut rng)?;
+        for e in plan.executables {
+            let bucket = e.bucket.expect("static plans specialize every executable");
+            let named = model_inputs(&model, &e.graph, e.entry, bucket, &mut rng)?;
             let arch = dir.file_name().map(|f| f.to_string_lossy().to_string());
-            let name = format!("{}/{}/kv{}", arch.unwrap_or_default(), e.entry, e.bucket);
+            let name = format!("{}/{}/kv{}", arch.unwrap_or_default(), e.entry, bucket);
             let ops: Vec<&str> = e
                 .graph
                 .nodes()
@@ -135,7 +142,7 @@ fn main() -> Result<()> {
 fn model_inputs(
     model: &Model,
     graph: &Graph,
-    entry: &str,
+    entry: EntryKind,
     bucket: usize,
     rng: &mut Rng,
 ) -> Result<Vec<(String, HostTensor)>> {
@@ -164,7 +171,7 @@ fn model_inputs(
             }
             (_, "positions") => {
                 // A prefill chunk in the middle of the bucket; a decode step at its last slot.
-                let first = if entry == "decode" {
+                let first = if entry == EntryKind::Decode {
                     bucket - 1
                 } else {
                     bucket / 2

@@ -171,6 +171,13 @@ impl Executable for AnyExecutable {
             AnyExecutable::Neuron(e) => e.fingerprint(),
         }
     }
+
+    fn device(&self) -> crate::runtime::DeviceId {
+        match self {
+            AnyExecutable::Candle(e) => e.device(),
+            AnyExecutable::Neuron(e) => e.device(),
+        }
+    }
 }
 
 fn candle(b: &AnyBuffer) -> Result<&CandleBuffer> {
@@ -245,6 +252,13 @@ impl Device for AnyDevice {
         })
     }
 
+    fn write(&self, buffer: &mut AnyBuffer, host: &HostTensor) -> Result<()> {
+        match self {
+            AnyDevice::Candle(d) => d.write(candle_mut(buffer)?, host),
+            AnyDevice::Neuron(d) => d.write(neuron_mut(buffer)?, host),
+        }
+    }
+
     fn download(&self, buffer: &AnyBuffer) -> Result<HostTensor> {
         match self {
             AnyDevice::Candle(d) => d.download(candle(buffer)?),
@@ -275,6 +289,7 @@ impl Device for AnyDevice {
         exe: &AnyExecutable,
         args: ExecuteArgs<'_, AnyBuffer>,
     ) -> Result<Vec<AnyBuffer>> {
+        self.info().check_executable(exe.device())?;
         match (self, exe) {
             (AnyDevice::Candle(d), AnyExecutable::Candle(e)) => {
                 let args = args.try_map(candle, candle_mut)?;

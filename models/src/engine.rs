@@ -1,186 +1,16 @@
 //! The engine: a model's weights on a device, its graphs compiled once, and sessions that own a
 //! KV cache.
 
-use crate::config::{Arch, ModelConfig};
+use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::graph::{build_graph, kv_state_name, Entry, GraphOptions};
+use crate::graph::kv_state_name;
+use crate::plan::{plan_executables, EngineOptions, EntryKind, ExecutablePlan, Shapes};
+use crate::upload::{load_weight, quantized_weights};
 use crate::weights::WeightSource;
 use std::time::{Duration, Instant};
 use switchyard_runtime::{
-    DType, Device, DeviceBuffer, DeviceKind, Executable, ExecuteArgs, HostTensor, ParamKind,
-    ShapeSupport, SymbolBindings, WeightPlan,
+    DType, Device, DeviceBuffer, Executable, ExecuteArgs, HostTensor, ParamKind, WeightPlan,
 };
-
-/// How to place a model on a device.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EngineOptions {
-    /// Compute dtype; default f32 on the CPU (candle's bf16 CPU matmul is slow) and on emulated
-    /// devices (for parity with the CPU), the checkpoint's dtype elsewhere.
-    pub dtype: Option<DType>,
-    /// Longest prompt plus generation a session holds; default the model's
-    /// `max_position_embeddings`, capped at 4096.
-    pub max_context: Option<usize>,
-    /// Static-shape devices: tokens per prefill call, the last call padded (default 128).
-    pub prefill_chunk: Option<usize>,
-    /// Static-shape devices: the attended KV lengths compiled, ascending (default 512, 2048, ...
-    /// by factors of 4, and the maximum context, which is always added).
-    pub kv_buckets: Option<Vec<usize>>,
-}
-
-/// Default cap on the context when the user does not choose one.
-pub const DEFAULT_MAX_CONTEXT: usize = 4096;
-/// Default prefill chunk on static-shape devices.
-pub const DEFAULT_PREFILL_CHUNK: usize = 128;
-
-/// How an engine's graphs become executables.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Shapes {
-    /// One prefill and one decode executable with symbolic lengths, bound per call.
-    Dynamic,
-    /// Per KV bucket, a prefill executable taking `chunk` tokens (the last chunk padded and masked)
-    /// and a decode executable; each call uses the smallest bucket holding its positions.
-    Static {
-        /// Tokens per prefill call.
-        chunk: usize,
-        /// Attended KV lengths, ascending; the last is the maximum context.
-        buckets: Vec<usize>,
-    },
-}
-
-impl Shapes {
-    /// Executables an engine compiles for these shapes.
-    pub fn executables(&self) -> usize {
-        match self {
-            Shapes::Dynamic => 2,
-            Shapes::Static { buckets, .. } => 2 * buckets.len(),
-        }
-    }
-}
-
-fn static_shapes(options: &EngineOptions, max_context: usize) -> Result<Shapes> {
-    let chunk = options
-        .prefill_chunk
-        .unwrap_or(DEFAULT_PREFILL_CHUNK.min(max_context));
-    if chunk == 0 || chunk > max_context {
-        return Err(ModelError::InvalidOption {
-            option: "--prefill-chunk",
-            message: format!("{chunk} must be between 1 and the context ({max_context})"),
-        });
-    }
-    let mut buckets = match &options.kv_buckets {
-        Some(b) => b.clone(),
-        None => {
-            let mut b = Vec::new();
-            let mut x = 512;
-            while x < max_context {
-                b.push(x);
-                x *= 4;
-            }
-            b
-        }
-    };
-    if let Some(bad) = buckets.iter().find(|&&b| b == 0 || b > max_context) {
-        return Err(ModelError::InvalidOption {
-            option: "--buckets",
-            message: format!("bucket {bad} must be between 1 and the context ({max_context})"),
-        });
-    }
-    if buckets.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(ModelError::InvalidOption {
-            option: "--buckets",
-            message: format!("buckets must be ascending without repeats, got {buckets:?}"),
-        });
-    }
-    if buckets.last() != Some(&max_context) {
-        buckets.push(max_context);
-    }
-    Ok(Shapes::Static { chunk, buckets })
-}
-
-/// The context an engine holds: `options.max_context`, else the model's maximum capped at
-/// [`DEFAULT_MAX_CONTEXT`].
-fn resolve_max_context(config: &ModelConfig, options: &EngineOptions) -> Result<usize> {
-    let max_context = options
-        .max_context
-        .unwrap_or(config.max_position_embeddings.min(DEFAULT_MAX_CONTEXT));
-    if max_context == 0 || max_context > config.max_position_embeddings {
-        return Err(ModelError::InvalidOption {
-            option: "--max-context",
-            message: format!(
-                "{max_context} must be between 1 and the model's max_position_embeddings ({})",
-                config.max_position_embeddings
-            ),
-        });
-    }
-    Ok(max_context)
-}
-
-/// The prefill and decode graphs specialized to a prefill chunk and a KV bucket.
-fn bind_bucket(
-    prefill: &switchyard_runtime::Graph,
-    decode: &switchyard_runtime::Graph,
-    chunk: usize,
-    bucket: usize,
-) -> Result<(switchyard_runtime::Graph, switchyard_runtime::Graph)> {
-    let dims = SymbolBindings::new()
-        .with("t", chunk)
-        .with("kv_len", bucket);
-    Ok((prefill.bind(&dims)?, decode.bind(&dims)?))
-}
-
-/// One executable of a static-shape engine: an entry specialized to a KV bucket.
-#[derive(Debug, Clone)]
-pub struct StaticExecutable {
-    /// `prefill` or `decode`.
-    pub entry: &'static str,
-    /// The attended KV length it was specialized to.
-    pub bucket: usize,
-    /// The graph, every dimension fixed.
-    pub graph: switchyard_runtime::Graph,
-}
-
-/// Every executable an engine on a static-shape device compiles for `config` with `options`,
-/// computing in `compute` (what `switchyard compile` exports ahead of time): per bucket, the
-/// prefill graph taking a chunk and the decode graph. Returns the shapes with them.
-pub fn static_executables(
-    config: &ModelConfig,
-    options: &EngineOptions,
-    compute: DType,
-) -> Result<(Shapes, Vec<StaticExecutable>)> {
-    let max_context = resolve_max_context(config, options)?;
-    let shapes = static_shapes(options, max_context)?;
-    let Shapes::Static { chunk, buckets } = &shapes else {
-        unreachable!("static_shapes gives static shapes")
-    };
-    let graph = |entry| {
-        build_graph(
-            config,
-            &GraphOptions {
-                entry,
-                compute,
-                cache_len: max_context + chunk,
-                quantized: Default::default(),
-            },
-        )
-    };
-    let prefill = graph(Entry::Prefill { max_tokens: *chunk })?;
-    let decode = graph(Entry::Decode)?;
-    let mut out = Vec::with_capacity(2 * buckets.len());
-    for &bucket in buckets {
-        let (p, d) = bind_bucket(&prefill, &decode, *chunk, bucket)?;
-        out.push(StaticExecutable {
-            entry: "prefill",
-            bucket,
-            graph: p,
-        });
-        out.push(StaticExecutable {
-            entry: "decode",
-            bucket,
-            graph: d,
-        });
-    }
-    Ok((shapes, out))
-}
 
 /// What one call reads back.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -197,6 +27,91 @@ enum Step {
     Token(u32),
 }
 
+/// Where one argument of an executable comes from, resolved from its signature when the engine
+/// is built: a step passes buffers by position and compares no names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// The engine's weight set, at this index.
+    Weight(usize),
+    /// The step's token ids.
+    Tokens,
+    /// The step's positions.
+    Positions,
+    /// The prompt's last real row (prefill).
+    LastIndex,
+}
+
+/// An executable with its arguments and outputs resolved to positions once.
+struct BoundExecutable<E> {
+    exe: E,
+    /// One per non-state parameter, in signature order.
+    inputs: Vec<Slot>,
+    /// One per state parameter, in signature order: the index of the buffer in a session's cache.
+    states: Vec<usize>,
+    /// Position of the `logits` output.
+    logits: usize,
+    /// Position of the `next_token` output.
+    next_token: usize,
+}
+
+impl<E: Executable> BoundExecutable<E> {
+    /// Resolves `exe`'s parameters against the engine's weight names and the cache's state names.
+    fn new(exe: E, weights: &[String], states: &[String]) -> Result<Self> {
+        let sig = exe.signature().clone();
+        let unknown = |what: &str, name: &str| {
+            ModelError::Runtime(switchyard_runtime::Error::exec(
+                "bind",
+                format!("the graph's {what} '{name}' is not one the engine provides"),
+            ))
+        };
+        let (mut inputs, mut state_slots) = (Vec::new(), Vec::new());
+        for p in &sig.params {
+            match p.kind {
+                ParamKind::State => state_slots.push(
+                    states
+                        .iter()
+                        .position(|s| *s == p.name)
+                        .ok_or_else(|| unknown("state", &p.name))?,
+                ),
+                ParamKind::Weight => inputs.push(Slot::Weight(
+                    weights
+                        .iter()
+                        .position(|w| *w == p.name)
+                        .ok_or_else(|| unknown("weight", &p.name))?,
+                )),
+                ParamKind::Input => inputs.push(match p.name.as_str() {
+                    "tokens" => Slot::Tokens,
+                    "positions" => Slot::Positions,
+                    "last_index" => Slot::LastIndex,
+                    other => return Err(unknown("input", other)),
+                }),
+            }
+        }
+        let output = |name: &str| {
+            sig.outputs
+                .iter()
+                .position(|(n, _)| n == name)
+                .ok_or_else(|| unknown("output", name))
+        };
+        Ok(BoundExecutable {
+            logits: output("logits")?,
+            next_token: output("next_token")?,
+            inputs,
+            states: state_slots,
+            exe,
+        })
+    }
+}
+
+/// The per-step inputs of one width, kept on the device and written in place each step, so an
+/// executable that bound them keeps them bound.
+struct StepInputs<B> {
+    width: usize,
+    tokens: B,
+    positions: B,
+    last_index: B,
+}
+
 /// A model ready to run on device `D`: weights uploaded once, prefill and decode graphs compiled
 /// once. Sessions ([`Session`]) hold the per-conversation KV cache, so one engine serves many.
 pub struct Engine<D: Device> {
@@ -207,10 +122,13 @@ pub struct Engine<D: Device> {
     /// KV-cache positions: the context, plus room for a padded last prefill chunk.
     cache_len: usize,
     shapes: Shapes,
-    weights: Vec<(String, D::Buffer)>,
+    /// The weight set: uploaded once, bound to every executable by position.
+    weights: Vec<D::Buffer>,
+    /// The cache's state names, in the order a session holds its buffers.
+    state_names: Vec<String>,
     /// One per bucket on static devices, one in all on dynamic ones.
-    prefill: Vec<D::Executable>,
-    decode: Vec<D::Executable>,
+    prefill: Vec<BoundExecutable<D::Executable>>,
+    decode: Vec<BoundExecutable<D::Executable>>,
     load_time: Duration,
     compile_time: Duration,
     weight_bytes: usize,
@@ -218,10 +136,12 @@ pub struct Engine<D: Device> {
     quantized: std::collections::BTreeMap<String, DType>,
 }
 
-/// One conversation's state on the device: the KV cache and how many positions it holds.
+/// One conversation's state on the device: the KV cache, how many positions it holds, and (on
+/// static-shape devices) its step inputs, allocated on first use and rewritten in place.
 pub struct Session<D: Device> {
-    cache: Vec<(String, D::Buffer)>,
+    cache: Vec<D::Buffer>,
     pos: usize,
+    inputs: Vec<StepInputs<D::Buffer>>,
 }
 
 impl<D: Device> Session<D> {
@@ -236,92 +156,6 @@ impl<D: Device> Session<D> {
     }
 }
 
-/// Reads weight `name` from `source`, checks its shape against `spec` and converts it to the
-/// spec's dtype.
-fn load_weight(
-    source: &dyn WeightSource,
-    arch: Arch,
-    name: &str,
-    spec: &switchyard_runtime::TensorSpec,
-) -> Result<HostTensor> {
-    let name = crate::weights::checkpoint_name(source, name, arch);
-    let host = source.tensor(&name)?;
-    let file = std::path::PathBuf::from(source.origin(&name));
-    let expected = spec.shape.fixed_dims().expect("weights have fixed shapes");
-    if host.dims() != expected.as_slice() {
-        return Err(ModelError::TensorShape {
-            name: name.into_owned(),
-            file,
-            expected,
-            got: host.dims().to_vec(),
-        });
-    }
-    if host.dtype() == spec.dtype {
-        Ok(host)
-    } else if host.dtype().is_float() {
-        Ok(host.to_dtype(spec.dtype)?)
-    } else {
-        Err(ModelError::TensorDType {
-            name: name.into_owned(),
-            file,
-            dtype: host.dtype().to_string(),
-        })
-    }
-}
-
-/// The weights `source` stores block-quantized, kept so on the device (which must support their
-/// types).
-fn quantized_weights(
-    config: &ModelConfig,
-    source: &dyn WeightSource,
-    compute: DType,
-    info: &switchyard_runtime::DeviceInfo,
-) -> Result<std::collections::BTreeMap<String, DType>> {
-    let probe = build_graph(
-        config,
-        &GraphOptions {
-            entry: Entry::Decode,
-            compute,
-            cache_len: 1,
-            quantized: Default::default(),
-        },
-    )?;
-    let mut out = std::collections::BTreeMap::new();
-    for p in probe.signature().params {
-        if p.kind != ParamKind::Weight {
-            continue;
-        }
-        let stored = source.stored_dtype(&crate::weights::checkpoint_name(
-            source,
-            &p.name,
-            config.arch,
-        ));
-        if let Some(q) = stored.filter(|d| d.is_quantized()) {
-            if !info.quantized.contains(&q) {
-                return Err(ModelError::InvalidOption {
-                    option: "--model",
-                    message: format!(
-                        "weight '{}' is {q}, which {} cannot compute with (it takes {})",
-                        p.name,
-                        info.display_name(),
-                        if info.quantized.is_empty() {
-                            "no block-quantized weights: use an f32/f16/bf16 model".to_string()
-                        } else {
-                            info.quantized
-                                .iter()
-                                .map(|d| d.to_string())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        }
-                    ),
-                });
-            }
-            out.insert(p.name, q);
-        }
-    }
-    Ok(out)
-}
-
 impl<D: Device> Engine<D> {
     /// Uploads the weights from `source` (each one the graphs for `config` declare) to `device`
     /// and compiles the prefill and decode graphs.
@@ -332,45 +166,25 @@ impl<D: Device> Engine<D> {
         options: &EngineOptions,
     ) -> Result<Self> {
         let info = device.info();
-        let compute = match options.dtype {
-            Some(d) => d,
-            None if info.kind == DeviceKind::Cpu || info.emulated => DType::F32,
-            None => config.torch_dtype.unwrap_or(DType::F32),
-        };
+        let compute = options
+            .dtype
+            .or(info.preferred_dtype)
+            .unwrap_or(config.torch_dtype.unwrap_or(DType::F32));
         if !info.dtypes.contains(&compute) {
             return Err(ModelError::InvalidOption {
                 option: "--dtype",
                 message: format!("{} does not compute in {compute}", info.display_name()),
             });
         }
-        let max_context = resolve_max_context(config, options)?;
-        let shapes = match info.shape_support {
-            ShapeSupport::Dynamic => Shapes::Dynamic,
-            ShapeSupport::Static => static_shapes(options, max_context)?,
-        };
-        let cache_len = match &shapes {
-            Shapes::Dynamic => max_context,
-            Shapes::Static { chunk, .. } => max_context + chunk,
-        };
-        let quantized = quantized_weights(config, source, compute, info)?;
-        let graph = |entry| {
-            build_graph(
-                config,
-                &GraphOptions {
-                    entry,
-                    compute,
-                    cache_len,
-                    quantized: quantized.clone(),
-                },
-            )
-        };
-        let prefill_graph = graph(Entry::Prefill {
-            max_tokens: match &shapes {
-                Shapes::Dynamic => max_context,
-                Shapes::Static { chunk, .. } => *chunk,
-            },
-        })?;
-        let decode_graph = graph(Entry::Decode)?;
+        let quantized = quantized_weights(config, source, info)?;
+        let plan = plan_executables(config, options, compute, &quantized, info.shape_support)?;
+        let ExecutablePlan {
+            shapes,
+            max_context,
+            cache_len,
+            executables,
+        } = plan;
+        let prefill_graph = &executables[0].graph;
 
         let start = Instant::now();
         let plans: Vec<WeightPlan> = prefill_graph
@@ -402,36 +216,35 @@ impl<D: Device> Engine<D> {
             }
         };
         let uploaded = match device.upload_weights(&plans, &mut fetch) {
-            Ok(buffers) => plans
-                .iter()
-                .map(|p| p.name.clone())
-                .zip(buffers)
-                .collect::<Vec<_>>(),
+            Ok(buffers) => buffers,
             Err(e) => return Err(load_error.unwrap_or(ModelError::Runtime(e))),
         };
+        let weight_names: Vec<String> = plans.into_iter().map(|p| p.name).collect();
+        let state_names: Vec<String> = (0..config.num_layers)
+            .flat_map(|l| ['k', 'v'].map(|w| kv_state_name(l, w)))
+            .collect();
         device.synchronize()?;
         let load_time = start.elapsed();
 
         let start = Instant::now();
         let compile_options = Default::default();
-        let (prefill, decode) = match &shapes {
-            Shapes::Dynamic => (
-                vec![device.compile(&prefill_graph, &compile_options)?],
-                vec![device.compile(&decode_graph, &compile_options)?],
-            ),
-            Shapes::Static { chunk, buckets } => {
-                let mut p = Vec::with_capacity(buckets.len());
-                let mut d = Vec::with_capacity(buckets.len());
-                for &b in buckets {
-                    let (prefill, decode) = bind_bucket(&prefill_graph, &decode_graph, *chunk, b)?;
-                    p.push(device.compile(&prefill, &compile_options)?);
-                    d.push(device.compile(&decode, &compile_options)?);
-                }
-                (p, d)
+        let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+        for e in &executables {
+            let exe = device.compile(&e.graph, &compile_options)?;
+            match e.entry {
+                EntryKind::Prefill => prefill.push(exe),
+                EntryKind::Decode => decode.push(exe),
             }
-        };
+        }
         let compile_time = start.elapsed();
+        let bind = |exes: Vec<D::Executable>| {
+            exes.into_iter()
+                .map(|e| BoundExecutable::new(e, &weight_names, &state_names))
+                .collect::<Result<Vec<_>>>()
+        };
         Ok(Engine {
+            prefill: bind(prefill)?,
+            decode: bind(decode)?,
             device,
             config: config.clone(),
             compute,
@@ -439,8 +252,7 @@ impl<D: Device> Engine<D> {
             cache_len,
             shapes,
             weights: uploaded,
-            prefill,
-            decode,
+            state_names,
             load_time,
             compile_time,
             weight_bytes,
@@ -507,16 +319,16 @@ impl<D: Device> Engine<D> {
     pub fn new_session(&self) -> Result<Session<D>> {
         let c = &self.config;
         let dims = [1, self.cache_len, c.num_kv_heads, c.head_dim];
-        let mut cache = Vec::with_capacity(2 * c.num_layers);
-        for layer in 0..c.num_layers {
-            for which in ['k', 'v'] {
-                cache.push((
-                    kv_state_name(layer, which),
-                    self.device.allocate(self.compute, &dims)?,
-                ));
-            }
-        }
-        Ok(Session { cache, pos: 0 })
+        let cache = self
+            .state_names
+            .iter()
+            .map(|_| self.device.allocate(self.compute, &dims))
+            .collect::<switchyard_runtime::Result<Vec<_>>>()?;
+        Ok(Session {
+            cache,
+            pos: 0,
+            inputs: Vec::new(),
+        })
     }
 
     fn check_tokens(&self, session: &Session<D>, tokens: &[u32]) -> Result<()> {
@@ -587,39 +399,73 @@ impl<D: Device> Engine<D> {
         let positions: Vec<i32> = (start..start + width)
             .map(|p| (p as i32).min(max_pos))
             .collect();
-        let tok = self
-            .device
-            .upload(&HostTensor::from_u32(&[1, width], &padded)?)?;
-        let pos = self
-            .device
-            .upload(&HostTensor::from_i32(&[width], &positions)?)?;
-        let last = if prefill {
-            Some(
-                self.device
-                    .upload(&HostTensor::from_u32(&[1], &[n as u32 - 1])?)?,
-            )
-        } else {
-            None
+        let host = [
+            HostTensor::from_u32(&[1, width], &padded)?,
+            HostTensor::from_i32(&[width], &positions)?,
+            HostTensor::from_u32(&[1], &[n as u32 - 1])?,
+        ];
+        // Static shapes: a session's inputs of each width live on the device and are rewritten
+        // in place (at most two widths: the chunk and 1). Dynamic shapes: one upload per call.
+        let fresh;
+        let inputs: &StepInputs<D::Buffer> = match self.shapes {
+            Shapes::Static { .. } => {
+                let i = match session.inputs.iter().position(|s| s.width == width) {
+                    Some(i) => i,
+                    None => {
+                        session.inputs.push(StepInputs {
+                            width,
+                            tokens: self.device.allocate(DType::U32, &[1, width])?,
+                            positions: self.device.allocate(DType::I32, &[width])?,
+                            last_index: self.device.allocate(DType::U32, &[1])?,
+                        });
+                        session.inputs.len() - 1
+                    }
+                };
+                let s = &mut session.inputs[i];
+                self.device.write(&mut s.tokens, &host[0])?;
+                self.device.write(&mut s.positions, &host[1])?;
+                if prefill {
+                    self.device.write(&mut s.last_index, &host[2])?;
+                }
+                &session.inputs[i]
+            }
+            Shapes::Dynamic => {
+                fresh = StepInputs {
+                    width,
+                    tokens: self.device.upload(&host[0])?,
+                    positions: self.device.upload(&host[1])?,
+                    last_index: self.device.upload(&host[2])?,
+                };
+                &fresh
+            }
         };
-        let mut args = ExecuteArgs::new()
-            .inputs_from(self.weights.iter().map(|(n, b)| (n.as_str(), b)))
-            .input("tokens", &tok)
-            .input("positions", &pos)
-            .states_from(session.cache.iter_mut().map(|(n, b)| (n.as_str(), b)));
-        if let Some(l) = &last {
-            args = args.input("last_index", l);
+        let mut args = ExecuteArgs::positional();
+        for slot in &exe.inputs {
+            args = args.arg(match *slot {
+                Slot::Weight(i) => &self.weights[i],
+                Slot::Tokens => &inputs.tokens,
+                Slot::Positions => &inputs.positions,
+                Slot::LastIndex => &inputs.last_index,
+            });
+        }
+        let mut cache: Vec<Option<&mut D::Buffer>> = session.cache.iter_mut().map(Some).collect();
+        for &i in &exe.states {
+            args = args.state_arg(cache[i].take().expect("a state is bound once"));
         }
         if let Some(kv) = kv_len {
             args = args.dim("kv_len", kv);
         }
-        let out = self.device.execute(exe, args)?;
+        let out = self.device.execute(&exe.exe, args)?;
         session.pos = start + n;
         Ok(match readback {
             Readback::Logits => {
-                debug_assert_eq!(out[0].dims(), &[1, self.config.vocab_size]);
-                Step::Logits(self.device.download(&out[0])?.to_f32_vec()?)
+                let logits = &out[exe.logits];
+                debug_assert_eq!(logits.dims(), &[1, self.config.vocab_size]);
+                Step::Logits(self.device.download(logits)?.to_f32_vec()?)
             }
-            Readback::NextToken => Step::Token(self.device.download(&out[1])?.to_u32_vec()?[0]),
+            Readback::NextToken => {
+                Step::Token(self.device.download(&out[exe.next_token])?.to_u32_vec()?[0])
+            }
         })
     }
 
@@ -690,7 +536,7 @@ impl<D: Device> Engine<D> {
         self.prefill
             .iter()
             .chain(&self.decode)
-            .map(|e| e.fingerprint())
+            .map(|e| e.exe.fingerprint())
             .collect()
     }
 }

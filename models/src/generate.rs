@@ -192,7 +192,7 @@ pub fn generate<D: Device>(
     }
     // A static-shape device has executables only up to its largest bucket: refuse before any
     // work a request that would run past it.
-    if let crate::engine::Shapes::Static { buckets, .. } = engine.shapes() {
+    if let crate::plan::Shapes::Static { buckets, .. } = engine.shapes() {
         let needed =
             session.position() + prompt_ids.len() + options.max_new_tokens.saturating_sub(1);
         if needed > max_context {

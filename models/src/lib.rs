@@ -35,25 +35,29 @@ pub mod gguf;
 mod graph;
 mod hub;
 mod model;
+mod plan;
 mod rope;
 mod sampling;
 mod tokenizer;
+mod upload;
 mod weights;
 
 pub use builtin::{builtin_config, RandomWeights, BUILTIN_MODELS};
 pub use chat::{ChatMessage, TokenizerConfig};
 pub use checkpoint::Checkpoint;
 pub use config::{Activation, Arch, ModelConfig};
-pub use engine::{
-    static_executables, Engine, EngineOptions, Session, Shapes, StaticExecutable,
-    DEFAULT_MAX_CONTEXT,
-};
+pub use engine::{Engine, Session};
 pub use error::{ModelError, Result};
 pub use generate::{generate, GenerateOptions, Generation, StopReason, Timings};
 pub use graph::{build_graph, embedding_name, kv_state_name, Entry, GraphOptions};
 pub use hub::{cached_snapshot, hub_cache_dir, resolve_model, resolve_model_with};
 pub use model::{GenerationConfig, Model};
+pub use plan::{
+    plan_executables, EngineOptions, EntryKind, ExecutablePlan, PlannedExecutable, Shapes,
+    DEFAULT_MAX_CONTEXT, DEFAULT_PREFILL_CHUNK,
+};
 pub use rope::{Rope, RopeScaling};
 pub use sampling::{argmax, Sampler, SamplingParams};
 pub use tokenizer::{TextStream, Tokenizer};
+pub use upload::{check_quantized_support, stored_quantized};
 pub use weights::{checkpoint_name, WeightSource};

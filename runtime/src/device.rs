@@ -43,6 +43,14 @@ pub struct DeviceInfo {
     pub name: String,
     /// What kind of device it is.
     pub kind: DeviceKind,
+    /// Which one of its kind (`cuda:1` is 1, the NeuronCore index, 0 for the CPU).
+    pub ordinal: usize,
+    /// The dtype the device computes best in when the user does not choose (`f32` on the CPU,
+    /// whose bf16 matmul is slow, and on emulated devices, for parity with the CPU); `None`: the
+    /// model's own dtype.
+    pub preferred_dtype: Option<DType>,
+    /// Compute threads, for devices that run on host threads.
+    pub threads: Option<usize>,
     /// A human description (processor model, GPU name, runtime version).
     pub description: String,
     /// True when the device is an emulation (reported as `(emulated)` everywhere).
@@ -65,7 +73,46 @@ pub struct DeviceInfo {
     pub details: Vec<(String, String)>,
 }
 
+/// Which device compiled an executable: its kind and ordinal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DeviceId {
+    /// The kind.
+    pub kind: DeviceKind,
+    /// The ordinal within the kind.
+    pub ordinal: usize,
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            DeviceKind::Cpu => write!(f, "cpu"),
+            DeviceKind::Cuda => write!(f, "cuda:{}", self.ordinal),
+            DeviceKind::Neuron => write!(f, "neuron:{}", self.ordinal),
+        }
+    }
+}
+
 impl DeviceInfo {
+    /// The device's identity (kind and ordinal).
+    pub fn id(&self) -> DeviceId {
+        DeviceId {
+            kind: self.kind,
+            ordinal: self.ordinal,
+        }
+    }
+
+    /// Refuses an executable compiled for another device.
+    pub fn check_executable(&self, compiled_for: DeviceId) -> Result<()> {
+        if compiled_for == self.id() {
+            Ok(())
+        } else {
+            Err(Error::WrongDevice {
+                compiled_for: compiled_for.to_string(),
+                device: self.display_name(),
+            })
+        }
+    }
+
     /// The name as shown to users: `neuron:0 (emulated)` for emulated devices.
     pub fn display_name(&self) -> String {
         if self.emulated {
@@ -123,6 +170,14 @@ impl Default for CompileOptions {
     }
 }
 
+impl CompileOptions {
+    /// The options as they enter a compile-cache key: a stable text (`opt-level 2`), never a
+    /// debug dump, so a key changes only when an option does.
+    pub fn cache_encoding(&self) -> String {
+        format!("opt-level {}", self.opt_level)
+    }
+}
+
 /// What every device buffer can say about itself.
 pub trait DeviceBuffer {
     /// Element type.
@@ -158,6 +213,8 @@ pub trait Executable {
     fn signature(&self) -> &Signature;
     /// Fingerprint of the graph it was compiled from.
     fn fingerprint(&self) -> &str;
+    /// The device that compiled it (the only one that may execute it).
+    fn device(&self) -> DeviceId;
 }
 
 /// Named arguments of one execution: inputs and weights (read-only), state (updated in place),
@@ -177,6 +234,8 @@ pub struct ExecuteArgs<'a, B> {
     inputs: Vec<(&'a str, &'a B)>,
     state: Vec<(&'a str, &'a mut B)>,
     dims: SymbolBindings,
+    /// Arguments given by position ([`ExecuteArgs::positional`]) rather than by name.
+    positional: bool,
 }
 
 impl<B> Default for ExecuteArgs<'_, B> {
@@ -185,14 +244,61 @@ impl<B> Default for ExecuteArgs<'_, B> {
             inputs: Vec::new(),
             state: Vec::new(),
             dims: SymbolBindings::new(),
+            positional: false,
         }
     }
+}
+
+/// Parameters matched to arguments by name since the process started ([`bind_args`] on named
+/// [`ExecuteArgs`]): a steady-state step of a caller that binds positions once adds none.
+static NAMED_LOOKUPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many parameters have been matched to arguments by name in this process (see
+/// [`ExecuteArgs::positional`]).
+pub fn named_lookups() -> u64 {
+    NAMED_LOOKUPS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 impl<'a, B> ExecuteArgs<'a, B> {
     /// No arguments yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// No arguments yet, to be given by position: [`ExecuteArgs::arg`] once per non-state
+    /// parameter and [`ExecuteArgs::state_arg`] once per state parameter, each in
+    /// [`Signature::params`] order. Binding then compares no names: positions are resolved once,
+    /// by whoever holds the executable, from its signature.
+    ///
+    /// ```
+    /// use switchyard_runtime::{ExecuteArgs, HostTensor};
+    /// let x = HostTensor::from_f32(&[1, 2], &[1.0, 2.0]).unwrap();
+    /// let mut cache = HostTensor::zeros(switchyard_runtime::DType::F32, &[2]).unwrap();
+    /// let args = ExecuteArgs::positional().arg(&x).state_arg(&mut cache);
+    /// assert!(args.is_positional());
+    /// ```
+    pub fn positional() -> Self {
+        ExecuteArgs {
+            positional: true,
+            ..Self::default()
+        }
+    }
+
+    /// Adds the next non-state argument of positional arguments.
+    pub fn arg(mut self, buffer: &'a B) -> Self {
+        self.inputs.push(("", buffer));
+        self
+    }
+
+    /// Adds the next state argument of positional arguments.
+    pub fn state_arg(mut self, buffer: &'a mut B) -> Self {
+        self.state.push(("", buffer));
+        self
+    }
+
+    /// Whether the arguments are given by position.
+    pub fn is_positional(&self) -> bool {
+        self.positional
     }
 
     /// Adds an input or weight.
@@ -244,6 +350,7 @@ impl<'a, B> ExecuteArgs<'a, B> {
                 .map(|(n, b)| Ok((n, state(b)?)))
                 .collect::<Result<_>>()?,
             dims: self.dims,
+            positional: self.positional,
         })
     }
 
@@ -285,10 +392,17 @@ pub struct BoundArgs {
 /// equal, shapes instances of the declared ones (binding symbols), explicit dims consistent.
 /// Errors name the parameter. Shared by every backend so they all check arguments alike.
 pub fn bind_args<B: DeviceBuffer>(sig: &Signature, args: &ExecuteArgs<'_, B>) -> Result<BoundArgs> {
+    if args.positional {
+        return bind_positions(sig, args);
+    }
     let mut dims = args.dims.clone();
     let mut sources = Vec::with_capacity(sig.params.len());
     let mut used_inputs = vec![false; args.inputs.len()];
     let mut used_state = vec![false; args.state.len()];
+    NAMED_LOOKUPS.fetch_add(
+        sig.params.len() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     for p in &sig.params {
         let (found, dtype, shape_dims) = if p.kind == ParamKind::State {
             let i = args.state.iter().position(|(n, _)| *n == p.name);
@@ -349,6 +463,66 @@ pub fn bind_args<B: DeviceBuffer>(sig: &Signature, args: &ExecuteArgs<'_, B>) ->
     Ok(BoundArgs { sources, dims })
 }
 
+/// [`bind_args`] for positional arguments: the i-th non-state argument is the i-th non-state
+/// parameter, the j-th state argument the j-th state parameter; dtypes and shapes are checked
+/// (binding symbols) as for named arguments, and errors still name the parameter.
+fn bind_positions<B: DeviceBuffer>(
+    sig: &Signature,
+    args: &ExecuteArgs<'_, B>,
+) -> Result<BoundArgs> {
+    let mut dims = args.dims.clone();
+    let mut sources = Vec::with_capacity(sig.params.len());
+    let (mut next_input, mut next_state) = (0, 0);
+    for p in &sig.params {
+        let (source, buffer): (ArgSource, &dyn DeviceBuffer) = if p.kind == ParamKind::State {
+            let Some((_, b)) = args.state.get(next_state) else {
+                return Err(Error::MissingInput {
+                    kind: p.kind.name(),
+                    name: p.name.clone(),
+                });
+            };
+            next_state += 1;
+            (ArgSource::State(next_state - 1), &**b)
+        } else {
+            let Some((_, b)) = args.inputs.get(next_input) else {
+                return Err(Error::MissingInput {
+                    kind: p.kind.name(),
+                    name: p.name.clone(),
+                });
+            };
+            next_input += 1;
+            (ArgSource::Input(next_input - 1), *b)
+        };
+        if buffer.dtype() != p.spec.dtype {
+            return Err(Error::DTypeMismatch {
+                what: format!("{} '{}'", p.kind.name(), p.name),
+                expected: p.spec.dtype.to_string(),
+                got: buffer.dtype().to_string(),
+            });
+        }
+        p.spec.shape.bind_from(
+            buffer.dims(),
+            &mut dims,
+            &format!("{} '{}'", p.kind.name(), p.name),
+        )?;
+        sources.push(source);
+    }
+    if next_input != args.inputs.len() || next_state != args.state.len() {
+        return Err(Error::UnknownInput {
+            kind: if next_input != args.inputs.len() {
+                "input"
+            } else {
+                "state"
+            },
+            name: format!(
+                "positional argument beyond the signature's {} inputs and {} states",
+                next_input, next_state
+            ),
+        });
+    }
+    Ok(BoundArgs { sources, dims })
+}
+
 /// A device that compiles and executes [`Graph`]s.
 ///
 /// Typical use: upload weights once, allocate state once, compile each graph once, then execute
@@ -378,6 +552,21 @@ pub trait Device: Send + Sync {
 
     /// Copies a buffer back to the host.
     fn download(&self, buffer: &Self::Buffer) -> Result<HostTensor>;
+
+    /// Copies `host` into `buffer`, which keeps its identity where the device can write in
+    /// place (inputs bound once to an executable stay bound); dtype and shape must match. The
+    /// default replaces the buffer with a new upload.
+    fn write(&self, buffer: &mut Self::Buffer, host: &HostTensor) -> Result<()> {
+        if buffer.dtype() != host.dtype() || buffer.dims() != host.dims() {
+            return Err(Error::DTypeMismatch {
+                what: "write into a device buffer".into(),
+                expected: format!("{}{:?}", buffer.dtype(), buffer.dims()),
+                got: format!("{}{:?}", host.dtype(), host.dims()),
+            });
+        }
+        *buffer = self.upload(host)?;
+        Ok(())
+    }
 
     /// Uploads the weights of a model, each described by a [`WeightPlan`], with `fetch(i)`
     /// producing the `i`-th tensor on demand (one at a time, so the host never holds them all).

@@ -88,6 +88,16 @@ pub enum Error {
         /// The devices this build can see.
         available: Vec<String>,
     },
+    /// An executable was run on a device other than the one that compiled it.
+    #[error(
+        "executable compiled for {compiled_for} cannot run on {device}: compile it on {device}"
+    )]
+    WrongDevice {
+        /// The device that compiled it.
+        compiled_for: String,
+        /// The device it was given to.
+        device: String,
+    },
     /// The device exists in this build but cannot be used here.
     #[error("device {device} is unavailable: {reason}")]
     DeviceUnavailable {

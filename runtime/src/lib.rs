@@ -44,8 +44,8 @@ mod tensor;
 pub mod conformance;
 
 pub use device::{
-    bind_args, ArgSource, BoundArgs, CompileOptions, Device, DeviceBuffer, DeviceInfo, DeviceKind,
-    Executable, ExecuteArgs, ShapeSupport, WeightPlan,
+    bind_args, named_lookups, ArgSource, BoundArgs, CompileOptions, Device, DeviceBuffer, DeviceId,
+    DeviceInfo, DeviceKind, Executable, ExecuteArgs, ShapeSupport, WeightPlan,
 };
 pub use dtype::{DType, UnknownDType, ALL_DTYPES};
 pub use error::{Error, Result};

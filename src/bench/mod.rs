@@ -397,12 +397,7 @@ pub fn run(
     ));
     let params = cfg.parameter_count()?;
     let cpu_info = crate::candle::CandleDevice::cpu().info().clone();
-    let threads = cpu_info
-        .details
-        .iter()
-        .find(|(k, _)| k == "compute threads")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(1);
+    let threads = cpu_info.threads.unwrap_or(1);
     let mut report = BenchReport {
         switchyard: build_id(),
         machine: cpu_info.description.clone(),

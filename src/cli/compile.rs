@@ -5,11 +5,14 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use switchyard::models::{static_executables, EngineOptions, Model};
+use switchyard::models::{
+    check_quantized_support, plan_executables, stored_quantized, EngineOptions, Model,
+};
 use switchyard::neuron::compiler::{find_neuronx_cc, is_decode, neff_key, CompileJob, Target};
 use switchyard::neuron::hlo;
 use switchyard::runtime::artifact::IoNames;
 use switchyard::DType;
+use switchyard::ShapeSupport;
 
 #[derive(Args)]
 pub struct CompileArgs {
@@ -81,26 +84,40 @@ pub fn run(a: CompileArgs) -> Result<()> {
         prefill_chunk: a.prefill_chunk,
         kv_buckets: a.buckets.clone(),
     };
-    let (_, executables) = static_executables(&model.config, &options, compute)?;
+    // The plan a Neuron engine makes (no block-quantized weights: a NeuronCore takes none).
+    let quantized = stored_quantized(&model.config, model.weights.as_ref())?;
+    check_quantized_support(&quantized, &[], &format!("a Neuron {target} device"))?;
+    let plan = plan_executables(
+        &model.config,
+        &options,
+        compute,
+        &quantized,
+        ShapeSupport::Static,
+    )?;
+    let executables = plan.executables;
+    let bucket = |e: &switchyard::models::PlannedExecutable| e.bucket.unwrap_or_default();
     // Every graph is lowered before anything is written: an op without a lowering stops here.
     let mut lowered = Vec::with_capacity(executables.len());
     for e in &executables {
         let module = hlo::lower(&e.graph)
-            .with_context(|| format!("lowering the {} graph for bucket {}", e.entry, e.bucket))?;
+            .with_context(|| format!("lowering the {} graph for bucket {}", e.entry, bucket(e)))?;
         lowered.push(module);
     }
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let compile_options = Default::default();
+    // The compiler's version is part of every key: the one on PATH here, as the device will
+    // ask the one on its PATH.
+    let compiler = find_neuronx_cc();
     let mut jobs = Vec::new();
     let mut manifest = Vec::new();
     for (e, module) in executables.iter().zip(&lowered) {
-        let stem = format!("{}-kv{}", e.entry, e.bucket);
+        let stem = format!("{}-kv{}", e.entry, bucket(e));
         let pb = a.out.join(format!("{stem}.hlo.pb"));
         let txt = a.out.join(format!("{stem}.hlo.txt"));
         write_atomic(&pb, &module.to_bytes())?;
         write_atomic(&txt, module.to_text().as_bytes())?;
-        let key = neff_key(&e.graph, &compile_options, &target);
+        let key = neff_key(&e.graph, &compile_options, &target, compiler.as_deref());
         let job = CompileJob {
             hlo: pb.clone(),
             neff: cache.join(format!("{key}.neff")),
@@ -111,8 +128,8 @@ pub fn run(a: CompileArgs) -> Result<()> {
         let names = IoNames::of(&e.graph);
         let sig = e.graph.signature();
         manifest.push(json!({
-            "entry": e.entry,
-            "bucket": e.bucket,
+            "entry": e.entry.name(),
+            "bucket": bucket(e),
             "graph": e.graph.name(),
             "fingerprint": e.graph.fingerprint(),
             "hlo": pb.file_name().map(|f| f.to_string_lossy().to_string()),
@@ -152,7 +169,7 @@ pub fn run(a: CompileArgs) -> Result<()> {
         model.config.arch,
         a.out.display()
     );
-    let Some(compiler) = find_neuronx_cc() else {
+    let Some(compiler) = compiler else {
         println!(
             "neuronx-cc is not on PATH: run these on a machine with the Neuron SDK (also in {}), then point SWITCHYARD_NEURON_CACHE at {}:",
             a.out.join("compile.sh").display(),

@@ -4,6 +4,7 @@ use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
 
 pub(crate) struct CpuDescription {
     pub description: String,
+    pub threads: usize,
     pub memory_total: Option<u64>,
     pub memory_free: Option<u64>,
     pub details: Vec<(String, String)>,
@@ -58,6 +59,7 @@ pub(crate) fn describe() -> CpuDescription {
     let total = sys.total_memory();
     let available = sys.available_memory();
     CpuDescription {
+        threads,
         description: format!("{brand}, {logical} logical CPUs, {threads} compute threads"),
         memory_total: (total > 0).then_some(total),
         memory_free: (available > 0).then_some(available),

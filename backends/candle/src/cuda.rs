@@ -141,6 +141,9 @@ mod built {
         Ok(DeviceInfo {
             name,
             kind: DeviceKind::Cuda,
+            ordinal,
+            preferred_dtype: None,
+            threads: None,
             description: format!("{gpu}, compute capability {major}.{minor}, {sms} SMs"),
             emulated: false,
             memory_total: Some(total as u64),

@@ -94,6 +94,9 @@ impl CandleDevice {
             info: DeviceInfo {
                 name: "cpu".into(),
                 kind: DeviceKind::Cpu,
+                ordinal: 0,
+                preferred_dtype: Some(DType::F32),
+                threads: Some(cpu.threads),
                 description: cpu.description,
                 emulated: false,
                 memory_total: cpu.memory_total,
@@ -205,7 +208,13 @@ impl Device for CandleDevice {
     }
 
     fn compile(&self, graph: &Graph, _options: &CompileOptions) -> Result<CandleExecutable> {
-        CandleExecutable::compile(&self.device, &self.info.name, graph, self.isa)
+        CandleExecutable::compile(
+            &self.device,
+            self.info.id(),
+            &self.info.name,
+            graph,
+            self.isa,
+        )
     }
 
     fn execute(
@@ -213,6 +222,8 @@ impl Device for CandleDevice {
         exe: &CandleExecutable,
         args: ExecuteArgs<'_, CandleBuffer>,
     ) -> Result<Vec<CandleBuffer>> {
+        self.info
+            .check_executable(switchyard_runtime::Executable::device(exe))?;
         exe.execute(&self.device, &self.info.name, args)
     }
 

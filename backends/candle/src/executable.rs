@@ -8,7 +8,7 @@ use crate::profile;
 use candle_core::Device as CDevice;
 use std::sync::Arc;
 use switchyard_runtime::{
-    bind_args, ArgSource, Error, Executable, ExecuteArgs, Graph, Op, Result, Signature,
+    bind_args, ArgSource, DeviceId, Error, Executable, ExecuteArgs, Graph, Op, Result, Signature,
 };
 
 /// A compiled graph for a [`crate::CandleDevice`]. Compile once, execute many times: constants
@@ -28,6 +28,8 @@ pub struct CandleExecutable {
     /// Matmuls of one activation by several weights (a layer's q/k/v, its gate/up): at the first
     /// node of each group, the other nodes of the group (computed together when they can be).
     siblings: Vec<Vec<usize>>,
+    /// The device that compiled it.
+    device_id: DeviceId,
 }
 
 /// Groups of transposed matmuls that read the same activation and a weight each: node index of
@@ -58,7 +60,13 @@ fn sibling_matmuls(graph: &Graph) -> Vec<Vec<usize>> {
 }
 
 impl CandleExecutable {
-    pub(crate) fn compile(device: &CDevice, name: &str, graph: &Graph, isa: Isa) -> Result<Self> {
+    pub(crate) fn compile(
+        device: &CDevice,
+        id: DeviceId,
+        name: &str,
+        graph: &Graph,
+        isa: Isa,
+    ) -> Result<Self> {
         let mut constants = Vec::with_capacity(graph.nodes().len());
         let mut aliases_state = vec![false; graph.nodes().len()];
         for (i, node) in graph.nodes().iter().enumerate() {
@@ -71,6 +79,7 @@ impl CandleExecutable {
             }
         }
         Ok(CandleExecutable {
+            device_id: id,
             signature: graph.signature(),
             fingerprint: graph.fingerprint(),
             last_use: graph.last_uses(),
@@ -270,5 +279,9 @@ impl Executable for CandleExecutable {
 
     fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    fn device(&self) -> DeviceId {
+        self.device_id
     }
 }

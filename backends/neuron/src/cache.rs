@@ -19,14 +19,53 @@ pub fn default_dir() -> Option<PathBuf> {
     dirs::cache_dir().map(|d| d.join("switchyard").join("neuron"))
 }
 
-/// The cache key of a compiled graph.
-pub fn key(fingerprint: &str, options: &str, versions: &str) -> String {
-    let mut h = Sha256::new();
-    for part in [fingerprint, options, versions] {
-        h.update(part.as_bytes());
-        h.update([0u8]);
+/// What a compiled graph's cache entry is keyed by.
+///
+/// The key is the SHA-256, in lower-case hex, of this text (format version 1), one field per
+/// line, each line ending in `\n`:
+///
+/// ```text
+/// switchyard compile-cache key v1
+/// graph <the graph's fingerprint>
+/// options <CompileOptions::cache_encoding(), e.g. "opt-level 2">
+/// target <trn1 | trn1n | trn2 | inf2 | emulator>
+/// compiler <"neuronx-cc " + its --version line, "neuronx-cc unknown", or the emulator's version>
+/// ```
+///
+/// `switchyard compile` writes NEFFs under these keys and a Neuron device looks them up the same
+/// way, so ahead-of-time and run-time compiles find each other exactly when graph, options,
+/// target and compiler agree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheKey<'a> {
+    /// The graph's fingerprint.
+    pub fingerprint: &'a str,
+    /// The compile options.
+    pub options: &'a switchyard_runtime::CompileOptions,
+    /// The instance family compiled for (`emulator` for emulation artifacts).
+    pub target: &'a str,
+    /// The compiler and its version.
+    pub compiler: &'a str,
+}
+
+impl CacheKey<'_> {
+    /// The text that is hashed.
+    pub fn encoding(&self) -> String {
+        format!(
+            "switchyard compile-cache key v1\ngraph {}\noptions {}\ntarget {}\ncompiler {}\n",
+            self.fingerprint,
+            self.options.cache_encoding(),
+            self.target,
+            self.compiler
+        )
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+
+    /// The key: SHA-256 of [`CacheKey::encoding`], in hex.
+    pub fn hex(&self) -> String {
+        Sha256::digest(self.encoding().as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 impl CompileCache {
@@ -107,8 +146,22 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let c = CompileCache::new(Some(d.path().join("sub")));
         assert!(c.writable());
-        let k = key("fp", "opts", "v1");
-        assert_ne!(k, key("fp", "opts", "v2"));
+        let options = switchyard_runtime::CompileOptions::default();
+        let key = |compiler| {
+            CacheKey {
+                fingerprint: "fp",
+                options: &options,
+                target: "trn1",
+                compiler,
+            }
+            .hex()
+        };
+        let k = key("neuronx-cc 2.19");
+        assert_ne!(
+            k,
+            key("neuronx-cc 2.20"),
+            "the compiler's version is in the key"
+        );
         assert!(c.get(&k, "bin", |_| true).is_none());
         c.put(&k, "bin", b"good");
         assert_eq!(
@@ -122,5 +175,26 @@ mod tests {
         let ro = CompileCache::new(Some(PathBuf::from("/proc/no-such-dir")));
         assert!(!ro.writable());
         ro.put(&k, "bin", b"x");
+    }
+
+    #[test]
+    fn the_key_is_a_documented_text_not_a_debug_dump() {
+        let options = switchyard_runtime::CompileOptions::default();
+        let k = CacheKey {
+            fingerprint: "abc",
+            options: &options,
+            target: "trn2",
+            compiler: "neuronx-cc 2.19.0",
+        };
+        assert_eq!(
+            k.encoding(),
+            "switchyard compile-cache key v1\ngraph abc\noptions opt-level 2\ntarget trn2\ncompiler neuronx-cc 2.19.0\n"
+        );
+        let hex: String = Sha256::digest(k.encoding().as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(k.hex(), hex);
+        assert_eq!(k.hex().len(), 64);
     }
 }

@@ -36,12 +36,51 @@ impl std::fmt::Display for Target {
 
 /// The cache key of the NEFF for `graph` compiled for `target` with `options`: what
 /// `NeuronDevice::compile` looks up on a real runtime and `switchyard compile` writes.
-pub fn neff_key(graph: &Graph, options: &CompileOptions, target: &Target) -> String {
-    crate::cache::key(
-        &graph.fingerprint(),
-        &format!("{options:?}"),
-        &format!("neuronx-cc --target {target}"),
-    )
+pub fn neff_key(
+    graph: &Graph,
+    options: &CompileOptions,
+    target: &Target,
+    compiler: Option<&Path>,
+) -> String {
+    crate::cache::CacheKey {
+        fingerprint: &graph.fingerprint(),
+        options,
+        target: &target.to_string(),
+        compiler: &compiler_version(compiler),
+    }
+    .hex()
+}
+
+/// `neuronx-cc` and its version as it enters a cache key: the first line `compiler --version`
+/// prints (asked once per path), or `neuronx-cc unknown` when no compiler is given or it does
+/// not answer.
+pub fn compiler_version(compiler: Option<&Path>) -> String {
+    static SEEN: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+    let Some(path) = compiler else {
+        return "neuronx-cc unknown".into();
+    };
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, v)) = seen.iter().find(|(p, _)| p == path) {
+        return v.clone();
+    }
+    let version = Command::new(path)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .map(str::to_string)
+        })
+        .map_or_else(
+            || "neuronx-cc unknown".into(),
+            |v| format!("neuronx-cc {v}"),
+        );
+    seen.push((path.to_path_buf(), version.clone()));
+    version
 }
 
 /// `neuronx-cc` on `PATH` (or `NEURONX_CC`), if any.
@@ -185,7 +224,7 @@ pub fn compile_into_cache(
     compiler: &Path,
 ) -> Result<Vec<u8>> {
     let module: HloModule = crate::hlo::lower(graph)?;
-    let key = neff_key(graph, options, target);
+    let key = neff_key(graph, options, target, Some(compiler));
     let dir = cache
         .dir()
         .map(Path::to_path_buf)
@@ -289,7 +328,12 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        let key = neff_key(&g, &Default::default(), &target);
+        let key = neff_key(
+            &g,
+            &Default::default(),
+            &target,
+            Some(&fake_compiler(d.path(), false)),
+        );
         let log = d.path().join("cache").join(format!("{key}.log"));
         assert!(e.contains(&log.display().to_string()), "{e}");
         assert!(e.contains("neuronx-cc compile") && e.contains("-O2"), "{e}");
@@ -314,6 +358,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(neff, b"NEFF\n");
+        // Another compiler (its `--version` answers differently) makes another key.
+        let key = neff_key(
+            &g,
+            &Default::default(),
+            &target,
+            Some(&fake_compiler(d.path(), true)),
+        );
         assert_eq!(cache.get(&key, "neff", |_| true).unwrap(), b"NEFF\n");
         let log =
             std::fs::read_to_string(d.path().join("cache").join(format!("{key}.log"))).unwrap();

@@ -3,7 +3,7 @@
 use crate::buffer::NeuronBuffer;
 use crate::cache::CompileCache;
 use crate::compiler::{compile_into_cache, find_neuronx_cc, neff_key, Target};
-use crate::executable::NeuronExecutable;
+use crate::executable::{BoundSets, NeuronExecutable};
 use crate::handles::{NrtModelHandle, NrtTensorHandle, TensorSet};
 use crate::runtime::NrtRuntime;
 use std::sync::Arc;
@@ -101,6 +101,10 @@ impl NeuronDevice {
         let info = DeviceInfo {
             name: name.clone(),
             kind: DeviceKind::Neuron,
+            ordinal: index,
+            // The emulator runs the reference interpreter: f32 keeps it comparable with the CPU.
+            preferred_dtype: rt.emulated.then_some(DType::F32),
+            threads: None,
             description: format!(
                 "{what} {index} of {} visible ({}{}), runtime {}",
                 rt.visible_cores,
@@ -315,13 +319,14 @@ impl NeuronDevice {
                 "compiling for this instance ({e}); compile with `switchyard compile --target ...` and set SWITCHYARD_NEURON_CACHE to its cache"
             ))
         })?;
-        let key = neff_key(graph, options, &target);
+        let compiler = find_neuronx_cc();
+        let key = neff_key(graph, options, &target, compiler.as_deref());
         let neff = match self.cache.get(&key, "neff", |b| !b.is_empty()) {
             Some(neff) => neff,
             None => {
                 // Lowering first: an op with no HLO lowering is reported before anything else.
                 crate::hlo::lower(graph)?;
-                let Some(compiler) = find_neuronx_cc() else {
+                let Some(compiler) = compiler else {
                     return Err(unsupported(format!(
                         "compiling '{}' at run time: neuronx-cc is not on PATH and the compile cache {} has no NEFF for it; install the Neuron SDK's compiler, or run `switchyard compile --target {target}` where it is and point SWITCHYARD_NEURON_CACHE at the NEFFs",
                         graph.name(),
@@ -376,7 +381,13 @@ impl NeuronDevice {
         options: &CompileOptions,
     ) -> Result<NeuronExecutable> {
         let fingerprint = graph.fingerprint();
-        let key = crate::cache::key(&fingerprint, &format!("{options:?}"), &self.rt.version);
+        let key = crate::cache::CacheKey {
+            fingerprint: &fingerprint,
+            options,
+            target: "emulator",
+            compiler: &self.rt.version,
+        }
+        .hex();
         if !self.rt.emulated {
             return self.compile_neff(graph, options);
         }
@@ -407,8 +418,21 @@ impl NeuronDevice {
         Ok(NeuronExecutable {
             model,
             signature: expected.clone(),
-            names,
             fingerprint: String::new(),
+            device_id: self.info.id(),
+            aliased_outputs: names
+                .inputs
+                .iter()
+                .map(|(_, input)| {
+                    names
+                        .aliases
+                        .iter()
+                        .find(|(i, _)| i == input)
+                        .map(|(_, o)| o.clone())
+                })
+                .collect(),
+            names,
+            bound: Default::default(),
         })
     }
 
@@ -417,34 +441,78 @@ impl NeuronDevice {
         exe: &NeuronExecutable,
         mut args: ExecuteArgs<'_, NeuronBuffer>,
     ) -> Result<Vec<NeuronBuffer>> {
+        self.info.check_executable(exe.device_id)?;
         let sig = &exe.signature;
         let bound = bind_args(sig, &args)?;
-        let mut inputs = TensorSet::new(&self.rt, self.name())?;
-        let mut outputs = TensorSet::new(&self.rt, self.name())?;
-        for (src, (_, input_name)) in bound.sources.iter().zip(&exe.names.inputs) {
+        let out_dims = sig
+            .outputs
+            .iter()
+            .map(|(_, spec)| spec.shape.resolve(&bound.dims))
+            .collect::<Result<Vec<_>>>()?;
+        let mut cached = match exe.bound.lock() {
+            Ok(g) => g,
+            // An execution panicked while binding: start again from fresh sets.
+            Err(poisoned) => {
+                let mut g = poisoned.into_inner();
+                *g = None;
+                g
+            }
+        };
+        // Output tensors are reused when their shapes hold and the caller has dropped the
+        // previous results (each is then held only by the set and by `results`).
+        let reusable = cached.as_ref().is_some_and(|c| {
+            c.results
+                .iter()
+                .zip(&out_dims)
+                .all(|(r, d)| &r.dims == d && Arc::strong_count(&r.tensor) == 2)
+        });
+        if !reusable {
+            *cached = None;
+        }
+        let sets = match cached.as_mut() {
+            Some(sets) => sets,
+            None => {
+                let mut outputs = TensorSet::new(&self.rt, self.name())?;
+                let mut results = Vec::with_capacity(sig.outputs.len());
+                for (((_, spec), (_, out_name)), dims) in
+                    sig.outputs.iter().zip(&exe.names.outputs).zip(out_dims)
+                {
+                    let bytes = spec.dtype.storage_bytes(dims.iter().product());
+                    let tensor = self.tensor(bytes, out_name)?;
+                    outputs.add(out_name, &tensor)?;
+                    results.push(NeuronBuffer {
+                        tensor,
+                        dtype: spec.dtype,
+                        dims,
+                    });
+                }
+                cached.insert(Box::new(BoundSets {
+                    inputs: TensorSet::new(&self.rt, self.name())?,
+                    outputs,
+                    bound: vec![0; sig.params.len()],
+                    results,
+                }))
+            }
+        };
+        for (pos, (src, (_, input_name))) in bound.sources.iter().zip(&exe.names.inputs).enumerate()
+        {
             let buf: &NeuronBuffer = match *src {
                 ArgSource::Input(i) => args.inputs()[i].1,
                 ArgSource::State(i) => &*args.state_mut()[i].1,
             };
-            inputs.add(input_name, &buf.tensor)?;
-            // State is also bound under its aliased output name, so the model updates it in place.
-            if let Some((_, out)) = exe.names.aliases.iter().find(|(i, _)| i == input_name) {
-                outputs.add(out, &buf.tensor)?;
+            let id = Arc::as_ptr(&buf.tensor) as usize;
+            if sets.bound[pos] == id {
+                continue;
             }
+            sets.inputs.add(input_name, &buf.tensor)?;
+            // State is also bound under its aliased output name, so the model updates it in place.
+            if let Some(out) = &exe.aliased_outputs[pos] {
+                sets.outputs.add(out, &buf.tensor)?;
+            }
+            sets.bound[pos] = id;
         }
-        let mut results = Vec::with_capacity(sig.outputs.len());
-        for ((_, spec), (_, out_name)) in sig.outputs.iter().zip(&exe.names.outputs) {
-            let dims = spec.shape.resolve(&bound.dims)?;
-            let tensor = self.tensor(spec.dtype.storage_bytes(dims.iter().product()), out_name)?;
-            outputs.add(out_name, &tensor)?;
-            results.push(NeuronBuffer {
-                tensor,
-                dtype: spec.dtype,
-                dims,
-            });
-        }
-        exe.model.execute(&inputs, &outputs)?;
-        Ok(results)
+        exe.model.execute(&sets.inputs, &sets.outputs)?;
+        Ok(sets.results.clone())
     }
 }
 
@@ -480,6 +548,19 @@ impl Device for NeuronDevice {
             out.push(self.watch(self.upload_labelled(&host, &format!("weight '{}'", plan.name)))?);
         }
         Ok(out)
+    }
+
+    /// Writes into the buffer's own tensor, so an executable that bound it keeps it bound.
+    fn write(&self, buffer: &mut NeuronBuffer, host: &HostTensor) -> Result<()> {
+        self.usable()?;
+        if buffer.dtype != host.dtype() || buffer.dims != host.dims() {
+            return Err(Error::DTypeMismatch {
+                what: "write into a device buffer".into(),
+                expected: format!("{}{:?}", buffer.dtype, buffer.dims),
+                got: format!("{}{:?}", host.dtype(), host.dims()),
+            });
+        }
+        self.watch(buffer.tensor.write(host.as_bytes(), 0))
     }
 
     fn download(&self, buffer: &NeuronBuffer) -> Result<HostTensor> {

@@ -220,13 +220,13 @@ impl Drop for NrtModelHandle {
     }
 }
 
-/// A set of named tensors for one execution. It holds an `Arc` of every tensor bound in it, so it
-/// never outlives them.
+/// A set of named tensors for executions. It holds an `Arc` of every tensor bound in it, so it
+/// never outlives them; binding a name again replaces (and releases) the earlier tensor.
 pub struct TensorSet {
     rt: Arc<NrtRuntime>,
     ptr: *mut NrtTensorSet,
     device: String,
-    bound: Vec<Arc<NrtTensorHandle>>,
+    bound: std::collections::HashMap<String, Arc<NrtTensorHandle>>,
 }
 
 impl TensorSet {
@@ -240,7 +240,7 @@ impl TensorSet {
             rt: rt.clone(),
             ptr,
             device: device.to_string(),
-            bound: Vec::new(),
+            bound: Default::default(),
         })
     }
 
@@ -254,10 +254,14 @@ impl TensorSet {
         };
         self.rt
             .check(&self.device, "nrt_add_tensor_to_tensor_set", s)?;
-        self.bound.push(tensor.clone());
+        self.bound.insert(name.to_string(), tensor.clone());
         Ok(())
     }
 }
+
+// SAFETY: a tensor set is plain data in libnrt, usable from any thread; Switchyard uses each one
+// from one thread at a time (an executable keeps its sets behind a mutex).
+unsafe impl Send for TensorSet {}
 
 impl Drop for TensorSet {
     fn drop(&mut self) {

@@ -175,6 +175,15 @@ impl NrtRuntime {
         Some(unsafe { (f(0), f(1)) })
     }
 
+    /// Calls of the libnrt entry point `name` the emulator has seen since it was loaded; `None` on
+    /// a real runtime.
+    pub fn emulator_calls(&self, name: &str) -> Option<u64> {
+        let f = self.lib.optional.emu_calls?;
+        let c = std::ffi::CString::new(name).ok()?;
+        // SAFETY: the emulator's extension reads a NUL-terminated name for the call's duration.
+        Some(unsafe { f(c.as_ptr()) })
+    }
+
     /// Replaces the emulator's fault-injection plan; `Unsupported` on a real runtime.
     pub fn emulator_set_faults(&self, plan: &str) -> Result<(), Error> {
         let f = self

@@ -27,6 +27,7 @@ pub mod faults;
 mod state;
 
 use state::{lock, Emu, Model, Phase, Tensor};
+use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,7 +44,20 @@ fn guard(f: impl FnOnce() -> NrtStatus) -> NrtStatus {
 }
 
 /// Runs `f` on the running emulator (after the phase check and fault injection for `call`).
+/// Calls of each entry point since the library was loaded (`switchyard_emu_calls`).
+static CALLS: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
+
+fn count_call(call: &str) {
+    if let Ok(mut calls) = CALLS.lock() {
+        *calls
+            .get_or_insert_with(HashMap::new)
+            .entry(call.to_string())
+            .or_insert(0) += 1;
+    }
+}
+
 fn with_running(call: &str, f: impl FnOnce(&mut Emu) -> Result<(), NrtStatus>) -> NrtStatus {
+    count_call(call);
     guard(|| {
         let mut g = lock();
         let emu = g.as_mut().expect("lock() creates the state");
@@ -743,6 +757,18 @@ pub extern "C" fn switchyard_emu_transferred_bytes(direction: u32) -> u64 {
         1 => BYTES_READ.load(Ordering::Relaxed),
         _ => 0,
     }
+}
+
+/// Switchyard extension: how many times the entry point `name` (e.g. `nrt_tensor_allocate`) has
+/// been called since the library was loaded, so tests can show what a step costs.
+#[no_mangle]
+pub extern "C" fn switchyard_emu_calls(name: *const c_char) -> u64 {
+    let Ok(name) = name_of(name) else { return 0 };
+    CALLS
+        .lock()
+        .ok()
+        .and_then(|c| c.as_ref().and_then(|m| m.get(&name).copied()))
+        .unwrap_or(0)
 }
 
 /// Switchyard extension: replaces the fault plan (syntax of [`faults`]); INVALID if unparsable.

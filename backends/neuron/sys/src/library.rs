@@ -72,6 +72,8 @@ pub type NrtGetStatusAsStr = unsafe extern "C" fn(NrtStatus) -> *const c_char;
 pub type EmuLiveObjects = unsafe extern "C" fn(u32) -> u64;
 /// `switchyard_emu_transferred_bytes(direction)` (emulator only): 0 host to device, 1 back.
 pub type EmuTransferredBytes = unsafe extern "C" fn(u32) -> u64;
+/// Switchyard emulator extension: calls of a named entry point since the library was loaded.
+pub type EmuCalls = unsafe extern "C" fn(*const c_char) -> u64;
 /// Switchyard emulator extension: replace the fault-injection plan (the `SWITCHYARD_NRT_FAULTS`
 /// syntax; an empty string clears it).
 pub type EmuSetFaults = unsafe extern "C" fn(*const c_char) -> NrtStatus;
@@ -140,6 +142,8 @@ pub struct Optional {
     pub emu_transferred_bytes: Option<EmuTransferredBytes>,
     /// Switchyard emulator: fault injection.
     pub emu_set_faults: Option<EmuSetFaults>,
+    /// Emulator only: `switchyard_emu_calls`.
+    pub emu_calls: Option<EmuCalls>,
 }
 
 /// Why the library could not be used.
@@ -302,6 +306,7 @@ impl NrtLibrary {
             emu_live_objects: symbol(&lib, &["switchyard_emu_live_objects"]),
             emu_transferred_bytes: symbol(&lib, &["switchyard_emu_transferred_bytes"]),
             emu_set_faults: symbol(&lib, &["switchyard_emu_set_faults"]),
+            emu_calls: symbol(&lib, &["switchyard_emu_calls"]),
         };
         Ok(NrtLibrary {
             path,
