@@ -27,6 +27,7 @@ mod any_device;
 pub mod bench;
 pub mod project;
 pub mod quantize;
+mod text_generator;
 
 pub use any_device::{AnyBuffer, AnyDevice, AnyExecutable, DeviceStatus};
 pub use switchyard_candle as candle;
@@ -38,3 +39,4 @@ pub use switchyard_runtime::{
     ExecuteArgs, Graph, GraphBuilder, HostTensor, Result, Shape, ShapeSupport, SymbolBindings,
     TensorSpec,
 };
+pub use text_generator::{Completion, LoadOptions, TextError, TextGenerator, TextOptions};

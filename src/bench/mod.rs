@@ -11,11 +11,14 @@
 
 mod bandwidth;
 mod files;
+mod measure;
 mod plot;
 mod prices;
 mod projection;
 mod report;
+mod setup;
 mod stats;
+mod summary;
 
 pub use bandwidth::probe_read_bandwidth;
 pub use files::{check_writable, write_atomically};
@@ -24,11 +27,8 @@ pub use prices::{usd_per_million_tokens, DevicePrice, Instance, PriceTable, SHIP
 pub use projection::{CalibrationRow, ProjectionReport};
 pub use stats::{percentile, Summary};
 
-use crate::models::{argmax, Engine, EngineOptions, Model, Shapes};
-use crate::runtime::DeviceKind;
-use crate::{AnyDevice, DType, Device, DeviceInfo};
+use crate::{AnyDevice, DType, DeviceInfo};
 use serde::Serialize;
-use std::time::{Duration, Instant};
 
 /// One benchmark test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -297,363 +297,34 @@ pub fn resolve_devices(requested: &[String]) -> Result<Vec<String>, BenchError> 
     Ok(out)
 }
 
-fn validate(o: &BenchOptions, devices: &[String], max_context: usize) -> Result<(), BenchError> {
-    if o.prompt_sizes.is_empty() && o.gen_sizes.is_empty() {
-        anyhow::bail!("nothing to measure: give -p and/or -n sizes");
-    }
-    for (flag, sizes) in [("-p", &o.prompt_sizes), ("-n", &o.gen_sizes)] {
-        for &n in sizes {
-            if n == 0 || n > max_context {
-                anyhow::bail!("{flag} {n}: test sizes must be between 1 and the model's context ({max_context})");
-            }
-        }
-    }
-    if o.repetitions == 0 {
-        anyhow::bail!("-r 0: at least one repetition is needed");
-    }
-    if devices.is_empty() && o.project.is_empty() {
-        anyhow::bail!("nothing to measure: no --devices and no --project targets");
-    }
-    if o.project_batches.is_empty() || o.project_batches.contains(&0) {
-        anyhow::bail!("--project-batch: batch sizes must be at least 1");
-    }
-    for t in &o.project {
-        o.specs
-            .target(t)
-            .map_err(|e| anyhow::anyhow!("--project: {e}"))?;
-    }
-    for (dev, usd) in &o.price_overrides {
-        let projected = o.project.iter().any(|t| t.eq_ignore_ascii_case(dev));
-        if !devices.contains(dev) && !projected {
-            anyhow::bail!(
-                "--price {dev}={usd}: {dev} is not in this run (measured or projected: {})",
-                devices
-                    .iter()
-                    .chain(&o.project)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-        if !(usd.is_finite() && *usd > 0.0) {
-            anyhow::bail!(
-                "--price {dev}={usd}: the price must be a positive number of USD per hour"
-            );
-        }
-    }
-    if let Some(i) = &o.instance {
-        if o.prices.instance(i).is_none() {
-            let names: Vec<&str> = o.prices.instances.iter().map(|i| i.name.as_str()).collect();
-            anyhow::bail!(
-                "--instance {i}: not in the price table ({})",
-                names.join(", ")
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Random token ids in `[0, vocab)`, reproducible from `seed`.
-fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s % vocab as u64) as u32
-        })
-        .collect()
-}
-
-/// Runs the benchmark. `progress` is told what happens (for a progress bar).
+/// Runs the benchmark. `progress` is told what happens (for a progress bar): the model is loaded
+/// and the options checked ([`setup`]), each device measured in turn ([`measure`]), each test's
+/// samples summarized ([`summary`]), and the projections added.
 pub fn run(
     options: &BenchOptions,
     mut progress: impl FnMut(Progress),
 ) -> Result<BenchReport, BenchError> {
-    let devices = resolve_devices(&options.devices)?;
-    let mut model = Model::load(&options.model)?;
-    if let Some(q) = options.quantize {
-        model = crate::quantize::QuantizedWeights::wrap(model, q)?;
-    }
-    let cfg = &model.config;
-    let max_size = options
-        .prompt_sizes
-        .iter()
-        .chain(&options.gen_sizes)
-        .copied()
-        .max()
-        .unwrap_or(1);
-    validate(options, &devices, cfg.max_position_embeddings)?;
-    let tests: Vec<Test> = options
-        .prompt_sizes
-        .iter()
-        .map(|&n| Test::Pp(n))
-        .chain(options.gen_sizes.iter().map(|&n| Test::Tg(n)))
-        .collect();
-    let per_test = (options.warmup + options.repetitions) as u64;
-    progress(Progress::Total(
-        devices.len() as u64 * tests.len() as u64 * per_test,
-    ));
-    let params = cfg.parameter_count()?;
-    let cpu_info = crate::candle::CandleDevice::cpu().info().clone();
-    let threads = cpu_info.threads.unwrap_or(1);
-    let mut report = BenchReport {
-        switchyard: build_id(),
-        machine: cpu_info.description.clone(),
-        model: options.model.clone(),
-        model_description: format!("{}, {:.1}M params", cfg.arch, params as f64 / 1e6),
-        threads,
-        repetitions: options.repetitions,
-        warmup: options.warmup,
-        started_unix_s: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        devices: Vec::new(),
-        interrupted: false,
-        projection: None,
-    };
+    let plan = setup::prepare(options)?;
+    progress(Progress::Total(plan.runs()));
+    let mut report = plan.empty_report(options)?;
     let mut cpu_bandwidth: Option<f64> = None;
-    for name in &devices {
-        let mut run = DeviceRun {
-            device: name.clone(),
-            display_name: name.clone(),
-            info: None,
-            skipped: None,
-            dtype: None,
-            load_s: 0.0,
-            compile_s: 0.0,
-            first_call_s: None,
-            static_shapes: None,
-            weight_bytes: 0,
-            weight_types: String::new(),
-            peak_host_bytes: None,
-            device_memory_bytes: None,
-            bandwidth: None,
-            price: None,
-            results: Vec::new(),
-        };
-        let device = match AnyDevice::open(name) {
-            Ok(d) => d,
-            Err(e) => {
-                run.skipped = Some(match e {
-                    switchyard_runtime::Error::DeviceUnavailable { reason, .. } => reason,
-                    other => other.to_string(),
-                });
-                report.devices.push(run);
-                for _ in 0..tests.len() as u64 * per_test {
-                    progress(Progress::Step(format!("{name}: skipped")));
-                }
-                continue;
-            }
-        };
-        let info = device.info().clone();
-        run.display_name = info.display_name();
-        progress(Progress::Loading(run.display_name.clone()));
-        let engine = match Engine::new(
-            device,
-            cfg,
-            model.weights.as_ref(),
-            &EngineOptions {
-                dtype: options.dtype,
-                max_context: Some(max_size),
-                prefill_chunk: options.prefill_chunk,
-                kv_buckets: options.kv_buckets.clone(),
-            },
-        ) {
-            Ok(e) => e,
-            Err(e) => {
-                run.skipped = Some(format!("could not load the model: {e}"));
-                report.devices.push(run);
-                for _ in 0..tests.len() as u64 * per_test {
-                    progress(Progress::Step(format!("{name}: skipped")));
-                }
-                continue;
-            }
-        };
-        run.dtype = Some(engine.dtype().name().to_string());
-        run.load_s = engine.load_time().as_secs_f64();
-        run.compile_s = engine.compile_time().as_secs_f64();
-        if let Shapes::Static { chunk, buckets } = engine.shapes() {
-            run.static_shapes = Some(format!(
-                "prefill chunk {chunk}, KV buckets {}, {} executables",
-                buckets
-                    .iter()
-                    .map(usize::to_string)
-                    .collect::<Vec<_>>()
-                    .join("/"),
-                engine.shapes().executables()
-            ));
-        }
-        run.weight_bytes = engine.weight_bytes();
-        run.weight_types = engine.weight_types();
-        if !info.emulated {
-            run.bandwidth = match info.peak_bandwidth {
-                Some(b) => Some(Bandwidth {
-                    bytes_per_s: b,
-                    source: "device".into(),
-                }),
-                None if info.kind == DeviceKind::Cpu => {
-                    let b = *cpu_bandwidth.get_or_insert_with(|| probe_read_bandwidth(threads));
-                    b.is_finite().then(|| Bandwidth {
-                        bytes_per_s: b,
-                        source: "probe".into(),
-                    })
-                }
-                None => None,
-            };
-            run.price = match options.price_overrides.iter().find(|(d, _)| d == name) {
-                Some((_, usd)) => Some(DevicePrice {
-                    usd_per_hour: *usd,
-                    source: "--price".into(),
-                }),
-                None => match &options.instance {
-                    Some(i) => options.prices.device_price(i, name, info.kind).ok(),
-                    None => None,
-                },
-            };
-        }
-        let kv_bytes_per_position =
-            2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * engine.dtype().block_bytes();
-        let mut session = engine.new_session()?;
-        let stopped = || {
-            options
-                .stop
-                .as_ref()
-                .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
-        };
-        for (ti, test) in tests.iter().enumerate() {
-            let mut samples = Vec::new();
-            for rep in 0..options.warmup + options.repetitions {
-                if stopped() {
-                    report.interrupted = true;
-                    break;
-                }
-                let warmup = rep < options.warmup;
-                session.reset();
-                let seed = options.seed ^ ((ti as u64) << 32) ^ rep as u64;
-                let sample = match *test {
-                    Test::Pp(n) => {
-                        let tokens = random_tokens(n, cfg.vocab_size, seed | 1);
-                        let ((_, ttft), secs) = engine.device().timed(|| {
-                            let start = Instant::now();
-                            let logits = engine.prefill(&mut session, &tokens).map_err(to_rt)?;
-                            let _first = argmax(&logits);
-                            Ok(((), start.elapsed()))
-                        })?;
-                        Sample {
-                            rep,
-                            warmup,
-                            tokens: n,
-                            seconds: secs.as_secs_f64(),
-                            tokens_per_s: n as f64 / secs.as_secs_f64(),
-                            ttft_s: Some(ttft.as_secs_f64()),
-                            token_latencies_s: Vec::new(),
-                        }
-                    }
-                    Test::Tg(n) => {
-                        let mut token = random_tokens(1, cfg.vocab_size, seed | 1)[0];
-                        let mut lat = Vec::with_capacity(n);
-                        let mut total = Duration::ZERO;
-                        for _ in 0..n {
-                            if stopped() {
-                                break;
-                            }
-                            let (next, d) = engine.device().timed(|| {
-                                let logits = engine.decode(&mut session, token).map_err(to_rt)?;
-                                Ok(argmax(&logits))
-                            })?;
-                            token = next;
-                            total += d;
-                            lat.push(d.as_secs_f64());
-                        }
-                        Sample {
-                            rep,
-                            warmup,
-                            tokens: n,
-                            seconds: total.as_secs_f64(),
-                            tokens_per_s: n as f64 / total.as_secs_f64(),
-                            ttft_s: None,
-                            token_latencies_s: lat,
-                        }
-                    }
-                };
-                if stopped() {
-                    // A run cut short is not a measurement.
-                    report.interrupted = true;
-                    break;
-                }
-                samples.push(sample);
-                progress(Progress::Step(format!(
-                    "{}: {}",
-                    run.display_name,
-                    test.label()
-                )));
-            }
-            let measured: Vec<&Sample> = samples.iter().filter(|s| !s.warmup).collect();
-            let Some(tps) =
-                Summary::of(&measured.iter().map(|s| s.tokens_per_s).collect::<Vec<_>>())
-            else {
-                // Interrupted before a measured repetition of this test.
-                break;
-            };
-            let ttft = Summary::of(&measured.iter().filter_map(|s| s.ttft_s).collect::<Vec<_>>());
-            let mut lat: Vec<f64> = measured
-                .iter()
-                .flat_map(|s| s.token_latencies_s.iter().copied())
-                .collect();
-            lat.sort_by(f64::total_cmp);
-            let (percentiles, bytes_per_token) = match test {
-                Test::Tg(n) => (
-                    Some([
-                        percentile(&lat, 50.0),
-                        percentile(&lat, 90.0),
-                        percentile(&lat, 99.0),
-                    ]),
-                    // Step i attends i + 1 positions: on average (n + 1) / 2.
-                    Some(
-                        run.weight_bytes as f64
-                            + kv_bytes_per_position as f64 * (*n as f64 + 1.0) / 2.0,
-                    ),
-                ),
-                Test::Pp(_) => (None, None),
-            };
-            let roofline_fraction = match (bytes_per_token, &run.bandwidth) {
-                (Some(b), Some(bw)) => Some(b * tps.mean / bw.bytes_per_s),
-                _ => None,
-            };
-            run.results.push(TestResult {
-                test: *test,
-                tokens_per_s: tps,
-                ttft_s: ttft,
-                latency_p50_p90_p99_s: percentiles,
-                bytes_per_token,
-                roofline_fraction,
-                usd_per_million_tokens: run
-                    .price
-                    .as_ref()
-                    .map(|p| usd_per_million_tokens(p.usd_per_hour, tps.mean)),
-                samples,
-            });
-        }
-        run.first_call_s = run.results.first().and_then(|r| {
-            let s = r.samples.first()?;
-            match r.test {
-                Test::Pp(_) => Some(s.seconds),
-                Test::Tg(_) => s.token_latencies_s.first().copied(),
-            }
-        });
-        run.peak_host_bytes = peak_host_memory();
-        run.device_memory_bytes = engine.device().memory_in_use();
-        run.info = Some(info);
-        report.devices.push(run);
+    for name in &plan.devices {
+        let run = measure::device(
+            options,
+            &plan,
+            name,
+            report.threads,
+            &mut cpu_bandwidth,
+            &mut progress,
+        )?;
+        report.interrupted |= run.interrupted;
+        report.devices.push(run.run);
         if report.interrupted {
             break;
         }
     }
     if !options.project.is_empty() || options.calibrate {
-        report.projection = Some(projection::build(options, &model, &report)?);
+        report.projection = Some(projection::build(options, &plan.model, &report)?);
     }
     Ok(report)
 }

@@ -7,6 +7,7 @@
 
 mod attention;
 mod builder;
+mod infer;
 mod op;
 
 pub use attention::decompose_attention;
