@@ -12,7 +12,7 @@ use std::path::Path;
 use switchyard::models::{plan_executables, EngineOptions, EntryKind, Model};
 use switchyard::neuron::hlo;
 use switchyard::runtime::conformance::{all_cases, Tolerance};
-use switchyard::runtime::graph::OP_NAMES;
+use switchyard::runtime::OP_NAMES;
 use switchyard::runtime::{bind_args, ParamKind};
 use switchyard::{AnyDevice, DType, Device, ExecuteArgs, Graph, HostTensor};
 

@@ -4,8 +4,10 @@
 //! any [`Device`]: the CPU through candle today, with CUDA and AWS Neuron backends implementing
 //! the same trait.
 //!
-//! This facade re-exports the runtime ([`runtime`]) and the backends ([`candle`]), and adds
-//! [`AnyDevice`], which picks a device from a string at run time.
+//! This facade is the public API: [`TextGenerator`] for one-call text generation, [`AnyDevice`]
+//! to pick a device from a string at run time, the benchmark ([`mod@bench`]) and projections
+//! ([`project`]), and curated modules over the crates beneath ([`runtime`], [`models`],
+//! [`candle`], [`neuron`]).
 //!
 //! ```
 //! use switchyard::{AnyDevice, Device, DType, ExecuteArgs, GraphBuilder, HostTensor, TensorSpec};
@@ -30,10 +32,49 @@ pub mod quantize;
 mod text_generator;
 
 pub use any_device::{AnyBuffer, AnyDevice, AnyExecutable, DeviceStatus};
-pub use switchyard_candle as candle;
-pub use switchyard_models as models;
-pub use switchyard_neuron as neuron;
-pub use switchyard_runtime as runtime;
+/// The runtime: dtypes, shapes, host tensors, the graph IR and its builder, the device trait,
+/// the reference interpreter and the conformance suite.
+pub mod runtime {
+    pub use switchyard_runtime::conformance;
+    pub use switchyard_runtime::graph::OP_NAMES;
+    pub use switchyard_runtime::{
+        bind_args, interpret, named_lookups, CompileOptions, DType, Device, DeviceBuffer, DeviceId,
+        DeviceInfo, DeviceKind, Dim, Error, Executable, ExecuteArgs, Graph, GraphBuilder,
+        HostTensor, Op, ParamInfo, ParamKind, Result, Shape, ShapeSupport, Signature,
+        SymbolBindings, TensorSpec, WeightPlan, WeightUse,
+    };
+}
+
+/// Models: loading (directories, GGUF, hub ids, built-ins), configs, tokenizers and chat
+/// templates, graph builders, the plan of executables, the engine and its sessions, sampling and
+/// generation.
+pub mod models {
+    pub use switchyard_models::gguf;
+    pub use switchyard_models::{
+        argmax, build_graph, check_quantized_support, checkpoint_name, generate, plan_executables,
+        stored_quantized, Arch, ChatMessage, Engine, EngineOptions, Entry, EntryKind,
+        ExecutablePlan, GenerateOptions, Generation, GenerationConfig, GraphOptions, Model,
+        ModelConfig, ModelError, PlannedExecutable, Result, SamplingParams, Session, Shapes,
+        StopReason, Timings, Tokenizer, TokenizerConfig, WeightSource, BUILTIN_MODELS,
+        DEFAULT_MAX_CONTEXT, DEFAULT_PREFILL_CHUNK,
+    };
+}
+
+/// The candle device (the CPU, and CUDA GPUs with the `cuda` feature) and its CPU kernel
+/// variants.
+pub mod candle {
+    pub use switchyard_candle::{
+        profile, to_ggml_dtype, CandleBuffer, CandleDevice, CandleExecutable, CpuKernels,
+    };
+}
+
+/// AWS NeuronCores through libnrt: the device, its compile cache and `neuronx-cc`, the HLO
+/// export, the emulation artifacts and the emulator's location.
+pub mod neuron {
+    pub use switchyard_neuron::{
+        artifact, cache, compiler, emulator, hlo, NeuronBuffer, NeuronDevice, NeuronExecutable,
+    };
+}
 pub use switchyard_runtime::{
     interpret, CompileOptions, DType, Device, DeviceBuffer, DeviceInfo, Dim, Error, Executable,
     ExecuteArgs, Graph, GraphBuilder, HostTensor, Result, Shape, ShapeSupport, SymbolBindings,

@@ -30,9 +30,8 @@ enum Command {
     /// Run the conformance suite (every op and composite graphs against the reference
     /// interpreter) on a device.
     Conformance {
-        /// The device: cpu, cuda:N, neuron:N.
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        #[command(flatten)]
+        device: cli::options::DeviceArg,
     },
     /// Generate text with a model.
     Generate(Box<cli::generate::GenerateArgs>),
@@ -66,7 +65,7 @@ fn main() {
     }
     let result = match cli.command {
         Command::Devices { kernel_variants } => cli::devices(kernel_variants),
-        Command::Conformance { device } => cli::conformance(&device),
+        Command::Conformance { device } => cli::conformance(&device.device),
         Command::Generate(args) => cli::generate::run(*args),
         Command::Bench(args) => cli::bench::run_bench(*args),
         Command::Quantize(args) => cli::quantize::run(args),

@@ -2,7 +2,7 @@
 //! decoded or refused, never a panic; a decoded graph's fingerprint and signature are computed.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use switchyard_runtime::artifact::EmulationArtifact;
+use switchyard_neuron::artifact::EmulationArtifact;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(a) = EmulationArtifact::from_bytes(data) {

@@ -30,7 +30,6 @@
 #[cfg(target_endian = "big")]
 compile_error!("switchyard-runtime supports little-endian targets only");
 
-pub mod artifact;
 mod device;
 mod dtype;
 mod error;

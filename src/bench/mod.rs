@@ -298,8 +298,8 @@ pub fn resolve_devices(requested: &[String]) -> Result<Vec<String>, BenchError> 
 }
 
 /// Runs the benchmark. `progress` is told what happens (for a progress bar): the model is loaded
-/// and the options checked ([`setup`]), each device measured in turn ([`measure`]), each test's
-/// samples summarized ([`summary`]), and the projections added.
+/// and the options checked (`setup.rs`), each device measured in turn (`measure.rs`), each
+/// test's samples summarized (`summary.rs`), and the projections added.
 pub fn run(
     options: &BenchOptions,
     mut progress: impl FnMut(Progress),

@@ -8,7 +8,6 @@ use switchyard::bench::{
     check_writable, run, svg, write_atomically, BenchOptions, PriceTable, Progress,
 };
 use switchyard::project::SpecTable;
-use switchyard::DType;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -55,19 +54,8 @@ pub struct BenchArgs {
     /// CPU compute threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Compute dtype: f32, f16 or bf16 (default: f32 on the CPU).
-    #[arg(long)]
-    dtype: Option<String>,
-    /// Quantize the model's matrices on load: q8_0, q4_k, q6_k, q4_0, ... (norms stay as they are).
-    #[arg(long)]
-    quantize: Option<String>,
-    /// Static-shape devices (neuron): tokens per prefill call (default 128).
-    #[arg(long)]
-    prefill_chunk: Option<usize>,
-    /// Static-shape devices (neuron): attended KV lengths to compile, comma-separated
-    /// (default 512, 2048, ... up to the run's context, which is always added).
-    #[arg(long, value_delimiter = ',')]
-    buckets: Option<Vec<usize>>,
+    #[command(flatten)]
+    engine: super::options::EngineArgs,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "md")]
     output: Output,
@@ -119,14 +107,7 @@ fn sizes(flag: &str, raw: &[String]) -> Result<Vec<usize>> {
 }
 
 pub fn run_bench(a: BenchArgs) -> Result<()> {
-    let dtype = a
-        .dtype
-        .as_deref()
-        .map(|d| {
-            d.parse::<DType>()
-                .map_err(|e| anyhow::anyhow!("--dtype: {e}"))
-        })
-        .transpose()?;
+    let dtype = a.engine.dtype()?;
     let mut price_overrides = Vec::new();
     for p in &a.prices {
         let Some((dev, usd)) = p.split_once('=') else {
@@ -159,16 +140,9 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         repetitions: a.repetitions,
         warmup: a.warmup,
         dtype,
-        quantize: a
-            .quantize
-            .as_deref()
-            .map(|q| {
-                q.parse::<DType>()
-                    .map_err(|e| anyhow::anyhow!("--quantize: {e}"))
-            })
-            .transpose()?,
-        prefill_chunk: a.prefill_chunk,
-        kv_buckets: a.buckets.clone(),
+        quantize: a.engine.quantize()?,
+        prefill_chunk: a.engine.prefill_chunk,
+        kv_buckets: a.engine.buckets.clone(),
         prices,
         instance: a.instance.clone(),
         price_overrides,

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use switchyard::models::{
     check_quantized_support, plan_executables, stored_quantized, EngineOptions, Model,
 };
+use switchyard::neuron::artifact::IoNames;
 use switchyard::neuron::compiler::{find_neuronx_cc, is_decode, neff_key, CompileJob, Target};
 use switchyard::neuron::hlo;
-use switchyard::runtime::artifact::IoNames;
 use switchyard::DType;
 use switchyard::ShapeSupport;
 
@@ -22,19 +22,11 @@ pub struct CompileArgs {
     /// Instance family: trn1, trn1n, trn2 or inf2.
     #[arg(long)]
     target: String,
-    /// Compute dtype: f32, f16 or bf16 (default: the checkpoint's dtype, as a Neuron device uses).
-    #[arg(long)]
-    dtype: Option<String>,
     /// KV-cache length (default: the model's maximum, capped at 4096).
     #[arg(long)]
     max_context: Option<usize>,
-    /// Tokens per prefill call (default 128).
-    #[arg(long)]
-    prefill_chunk: Option<usize>,
-    /// Attended KV lengths, comma-separated (default 512, 2048, ... up to the context, which is
-    /// always added).
-    #[arg(long, value_delimiter = ',')]
-    buckets: Option<Vec<usize>>,
+    #[command(flatten)]
+    engine: super::options::EngineArgs,
     /// Where the HLO modules, their text dumps, the manifest and compile.sh go.
     #[arg(long, default_value = "switchyard-hlo")]
     out: PathBuf,
@@ -55,14 +47,10 @@ pub fn run(a: CompileArgs) -> Result<()> {
         .target
         .parse()
         .map_err(|e| anyhow::anyhow!("--target: {e}"))?;
-    let dtype = a
-        .dtype
-        .as_deref()
-        .map(|d| {
-            d.parse::<DType>()
-                .map_err(|e| anyhow::anyhow!("--dtype: {e}"))
-        })
-        .transpose()?;
+    let dtype = a.engine.dtype()?;
+    if let Some(q) = a.engine.quantize()? {
+        bail!("--quantize {q}: a NeuronCore takes no block-quantized weights (use --dtype bf16 or f16)");
+    }
     if let Some(d) = dtype {
         if !matches!(d, DType::F32 | DType::F16 | DType::BF16) {
             bail!("--dtype {d}: Neuron graphs compute in f32, f16 or bf16");
@@ -81,8 +69,8 @@ pub fn run(a: CompileArgs) -> Result<()> {
     let options = EngineOptions {
         dtype: Some(compute),
         max_context: a.max_context,
-        prefill_chunk: a.prefill_chunk,
-        kv_buckets: a.buckets.clone(),
+        prefill_chunk: a.engine.prefill_chunk,
+        kv_buckets: a.engine.buckets.clone(),
     };
     // The plan a Neuron engine makes (no block-quantized weights: a NeuronCore takes none).
     let quantized = stored_quantized(&model.config, model.weights.as_ref())?;

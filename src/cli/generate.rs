@@ -10,7 +10,7 @@ use switchyard::models::{
     generate, ChatMessage, Engine, EngineOptions, GenerateOptions, Model, SamplingParams,
     StopReason,
 };
-use switchyard::{AnyDevice, DType, Device};
+use switchyard::{AnyDevice, Device};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -25,9 +25,8 @@ pub struct GenerateArgs {
     /// A model directory, or a Hugging Face hub id (org/name) in the local cache or downloadable.
     #[arg(long)]
     model: String,
-    /// The device: cpu, cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: super::options::DeviceArg,
     /// The prompt text.
     #[arg(
         long,
@@ -71,22 +70,11 @@ pub struct GenerateArgs {
     /// Stop when this text appears (repeatable).
     #[arg(long)]
     stop: Vec<String>,
-    /// Compute dtype: f32, f16 or bf16 (default: f32 on the CPU).
-    #[arg(long)]
-    dtype: Option<String>,
     /// KV-cache length (default: the model's maximum, capped at 4096).
     #[arg(long)]
     max_context: Option<usize>,
-    /// Quantize the model's matrices on load: q8_0, q4_k, q6_k, q4_0, ... (norms stay as they are).
-    #[arg(long)]
-    quantize: Option<String>,
-    /// Static-shape devices (neuron): tokens per prefill call (default 128).
-    #[arg(long)]
-    prefill_chunk: Option<usize>,
-    /// Static-shape devices (neuron): attended KV lengths to compile, comma-separated
-    /// (default 512, 2048, ... up to the context, which is always added).
-    #[arg(long, value_delimiter = ',')]
-    buckets: Option<Vec<usize>>,
+    #[command(flatten)]
+    engine: super::options::EngineArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -116,21 +104,12 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     if a.logits && a.format != Format::Json {
         bail!("--logits needs --format json");
     }
-    let dtype = a
-        .dtype
-        .as_deref()
-        .map(|d| {
-            d.parse::<DType>()
-                .map_err(|e| anyhow::anyhow!("--dtype: {e}"))
-        })
-        .transpose()?;
-    let device = AnyDevice::open(&a.device)?;
+    let dtype = a.engine.dtype()?;
+    let quantize = a.engine.quantize()?;
+    let device = AnyDevice::open(&a.device.device)?;
     let load_start = Instant::now();
     let mut model = Model::load(&a.model)?;
-    if let Some(q) = &a.quantize {
-        let q = q
-            .parse::<DType>()
-            .map_err(|e| anyhow::anyhow!("--quantize: {e}"))?;
+    if let Some(q) = quantize {
         model = switchyard::quantize::QuantizedWeights::wrap(model, q)?;
     }
     let gen_cfg = model.generation_config.clone().unwrap_or_default();
@@ -196,8 +175,8 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         &EngineOptions {
             dtype,
             max_context: a.max_context,
-            prefill_chunk: a.prefill_chunk,
-            kv_buckets: a.buckets.clone(),
+            prefill_chunk: a.engine.prefill_chunk,
+            kv_buckets: a.engine.buckets.clone(),
         },
     )?;
     let load_ms = load_start.elapsed().as_secs_f64() * 1e3;

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod compile;
 pub mod generate;
 pub mod interrupt;
+pub mod options;
 pub mod quantize;
 pub mod tokenize;
 

@@ -1,5 +1,6 @@
 //! The Neuron device: one NeuronCore (`neuron:N`) through libnrt.
 
+use crate::artifact::{EmulationArtifact, IoNames};
 use crate::buffer::NeuronBuffer;
 use crate::cache::CompileCache;
 use crate::compiler::{compile_into_cache, find_neuronx_cc, neff_key, Target};
@@ -8,7 +9,6 @@ use crate::handles::{NrtModelHandle, NrtTensorHandle, TensorSet};
 use crate::runtime::NrtRuntime;
 use std::sync::Arc;
 use switchyard_neuron_sys::NrtVncMemoryStats;
-use switchyard_runtime::artifact::{EmulationArtifact, IoNames};
 use switchyard_runtime::{
     bind_args, ArgSource, CompileOptions, DType, Device, DeviceInfo, DeviceKind, Error,
     ExecuteArgs, Graph, HostTensor, Result, ShapeSupport, Signature, WeightPlan,
@@ -30,10 +30,10 @@ pub struct NeuronDevice {
     unusable: std::sync::Mutex<Option<String>>,
 }
 
-/// Statuses after which a NeuronCore cannot be trusted until it is reset: hardware errors and
-/// an execution unit in an unrecoverable state.
+/// Statuses after which a NeuronCore cannot be trusted until it is reset
+/// ([`NrtStatus::is_fatal`]: hardware errors, an unrecoverable execution unit).
 fn fatal_status(code: i64) -> bool {
-    matches!(code, 6 | 101 | 1200..=1206)
+    u32::try_from(code).is_ok_and(|c| switchyard_neuron_sys::NrtStatus(c).is_fatal())
 }
 
 impl std::fmt::Debug for NeuronDevice {

@@ -1,8 +1,8 @@
 //! A loaded model plus how graph parameters and outputs map to its named inputs and outputs.
 
+use crate::artifact::IoNames;
 use crate::buffer::NeuronBuffer;
 use crate::handles::{NrtModelHandle, TensorSet};
-use switchyard_runtime::artifact::IoNames;
 use switchyard_runtime::{DeviceId, Executable, Signature};
 
 /// A graph compiled for (and loaded on) a NeuronCore.

@@ -13,6 +13,7 @@
 //! for `libnrt.so.1`; a device on it presents itself as `neuron:N (emulated)`.
 #![warn(missing_docs)]
 
+pub mod artifact;
 mod buffer;
 pub mod cache;
 pub mod compiler;

@@ -163,7 +163,7 @@ fn compile_cache_reuses_entries_and_rebuilds_corrupt_ones() {
     let a = other.input("a", TensorSpec::new(DType::F32, [2])).unwrap();
     other.output("a_out", a).unwrap();
     let foreign =
-        switchyard_runtime::artifact::EmulationArtifact::from_graph(&other.finish().unwrap())
+        switchyard_neuron::artifact::EmulationArtifact::from_graph(&other.finish().unwrap())
             .unwrap()
             .to_bytes();
     for corrupt in [
@@ -234,7 +234,7 @@ fn symbolic_graphs_and_foreign_artifacts_are_refused_clearly() {
         b.output("y", x).unwrap();
         b.finish().unwrap()
     };
-    let bytes = switchyard_runtime::artifact::EmulationArtifact::from_graph(&other)
+    let bytes = switchyard_neuron::artifact::EmulationArtifact::from_graph(&other)
         .unwrap()
         .to_bytes();
     let err = dev

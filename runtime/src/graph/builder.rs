@@ -471,8 +471,9 @@ impl GraphBuilder {
         })
     }
 
-    /// Rebuilds `g` through the builder's checks and confirms every stored spec.
-    pub(crate) fn revalidate(g: &Graph) -> Result<()> {
+    /// Rebuilds `g` through the builder's checks and confirms every stored spec: how a graph
+    /// read from an untrusted source (a serialized artifact) is checked before it is used.
+    pub fn revalidate(g: &Graph) -> Result<()> {
         let mut b = GraphBuilder::new(g.name.clone());
         for (i, node) in g.nodes.iter().enumerate() {
             let id = match &node.op {

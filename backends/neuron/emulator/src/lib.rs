@@ -31,8 +31,8 @@ use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use switchyard_neuron::artifact::EmulationArtifact;
 use switchyard_neuron_sys::*;
-use switchyard_runtime::artifact::EmulationArtifact;
 use switchyard_runtime::{DType, ExecuteArgs, HostTensor, ParamKind};
 
 /// The version detail every caller sees.
@@ -715,17 +715,17 @@ pub extern "C" fn nrt_execute(
 /// `nrt_get_status_as_str`.
 #[no_mangle]
 pub extern "C" fn nrt_get_status_as_str(status: NrtStatus) -> *const c_char {
-    match status.0 {
-        0 => c"SUCCESS".as_ptr(),
-        1 => c"FAILURE".as_ptr(),
-        2 => c"INVALID".as_ptr(),
-        3 => c"INVALID_HANDLE".as_ptr(),
-        4 => c"RESOURCE".as_ptr(),
-        9 => c"LOAD_NOT_ENOUGH_NC".as_ptr(),
-        13 => c"UNINITIALIZED".as_ptr(),
-        14 => c"CLOSED".as_ptr(),
-        1002 => c"EXEC_BAD_INPUT".as_ptr(),
-        1003 => c"EXEC_COMPLETED_WITH_NUM_ERR".as_ptr(),
+    match status {
+        NrtStatus::SUCCESS => c"SUCCESS".as_ptr(),
+        NrtStatus::FAILURE => c"FAILURE".as_ptr(),
+        NrtStatus::INVALID => c"INVALID".as_ptr(),
+        NrtStatus::INVALID_HANDLE => c"INVALID_HANDLE".as_ptr(),
+        NrtStatus::RESOURCE => c"RESOURCE".as_ptr(),
+        NrtStatus::LOAD_NOT_ENOUGH_NC => c"LOAD_NOT_ENOUGH_NC".as_ptr(),
+        NrtStatus::UNINITIALIZED => c"UNINITIALIZED".as_ptr(),
+        NrtStatus::CLOSED => c"CLOSED".as_ptr(),
+        NrtStatus::EXEC_BAD_INPUT => c"EXEC_BAD_INPUT".as_ptr(),
+        NrtStatus::EXEC_COMPLETED_WITH_NUM_ERR => c"EXEC_COMPLETED_WITH_NUM_ERR".as_ptr(),
         _ => c"UNKNOWN".as_ptr(),
     }
 }

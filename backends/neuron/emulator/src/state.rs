@@ -4,8 +4,8 @@
 use crate::faults::Faults;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use switchyard_neuron::artifact::EmulationArtifact;
 use switchyard_neuron_sys::NrtStatus;
-use switchyard_runtime::artifact::EmulationArtifact;
 
 /// Where the runtime is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -57,31 +57,47 @@ impl NrtStatus {
         self.0 == 0
     }
 
+    /// First of the hardware-error execution statuses (`NRT_EXEC_HW_ERR_*`).
+    pub const EXEC_HW_ERR_FIRST: NrtStatus = NrtStatus(1200);
+    /// Last of the hardware-error execution statuses.
+    pub const EXEC_HW_ERR_LAST: NrtStatus = NrtStatus(1206);
+
+    /// Whether the status is one of the hardware-error execution statuses.
+    pub fn is_exec_hw_error(self) -> bool {
+        (Self::EXEC_HW_ERR_FIRST.0..=Self::EXEC_HW_ERR_LAST.0).contains(&self.0)
+    }
+
+    /// Whether a NeuronCore cannot be trusted after this status until it is reset: a hardware
+    /// error, or an execution unit in an unrecoverable state.
+    pub fn is_fatal(self) -> bool {
+        matches!(self, Self::HW_ERROR | Self::EXEC_UNIT_UNRECOVERABLE) || self.is_exec_hw_error()
+    }
+
     /// The status's name from `nrt_status.h` (`UNKNOWN` for values this build does not know).
     pub fn name(self) -> &'static str {
-        match self.0 {
-            0 => "SUCCESS",
-            1 => "FAILURE",
-            2 => "INVALID",
-            3 => "INVALID_HANDLE",
-            4 => "RESOURCE",
-            5 => "TIMEOUT",
-            6 => "HW_ERROR",
-            7 => "QUEUE_FULL",
-            9 => "LOAD_NOT_ENOUGH_NC",
-            10 => "UNSUPPORTED_NEFF_VERSION",
-            11 => "FAIL_HOST_MEM_ALLOC",
-            13 => "UNINITIALIZED",
-            14 => "CLOSED",
-            15 => "QUEUE_EMPTY",
-            101 => "EXEC_UNIT_UNRECOVERABLE",
-            1002 => "EXEC_BAD_INPUT",
-            1003 => "EXEC_COMPLETED_WITH_NUM_ERR",
-            1004 => "EXEC_COMPLETED_WITH_ERR",
-            1005 => "EXEC_NC_BUSY",
-            1006 => "EXEC_OOB",
-            1100 => "COLL_PENDING",
-            1200..=1206 => "EXEC_HW_ERR",
+        match self {
+            Self::SUCCESS => "SUCCESS",
+            Self::FAILURE => "FAILURE",
+            Self::INVALID => "INVALID",
+            Self::INVALID_HANDLE => "INVALID_HANDLE",
+            Self::RESOURCE => "RESOURCE",
+            Self::TIMEOUT => "TIMEOUT",
+            Self::HW_ERROR => "HW_ERROR",
+            Self::QUEUE_FULL => "QUEUE_FULL",
+            Self::LOAD_NOT_ENOUGH_NC => "LOAD_NOT_ENOUGH_NC",
+            Self::UNSUPPORTED_NEFF_VERSION => "UNSUPPORTED_NEFF_VERSION",
+            Self::FAIL_HOST_MEM_ALLOC => "FAIL_HOST_MEM_ALLOC",
+            Self::UNINITIALIZED => "UNINITIALIZED",
+            Self::CLOSED => "CLOSED",
+            Self::QUEUE_EMPTY => "QUEUE_EMPTY",
+            Self::EXEC_UNIT_UNRECOVERABLE => "EXEC_UNIT_UNRECOVERABLE",
+            Self::EXEC_BAD_INPUT => "EXEC_BAD_INPUT",
+            Self::EXEC_COMPLETED_WITH_NUM_ERR => "EXEC_COMPLETED_WITH_NUM_ERR",
+            Self::EXEC_COMPLETED_WITH_ERR => "EXEC_COMPLETED_WITH_ERR",
+            Self::EXEC_NC_BUSY => "EXEC_NC_BUSY",
+            Self::EXEC_OOB => "EXEC_OOB",
+            Self::COLL_PENDING => "COLL_PENDING",
+            s if s.is_exec_hw_error() => "EXEC_HW_ERR",
             _ => "UNKNOWN",
         }
     }

@@ -9,10 +9,8 @@
 //! [`Signature`] alone, so a NEFF compiled elsewhere can be checked against the graph it should
 //! implement.
 
-use crate::error::{Error, Result};
-use crate::graph::{Graph, GraphBuilder, ParamKind, Signature};
-use crate::tensor::TensorSpec;
 use serde::{Deserialize, Serialize};
+use switchyard_runtime::{Error, Graph, GraphBuilder, ParamKind, Result, Signature, TensorSpec};
 
 /// Magic bytes at the start of an emulation artifact (a real runtime rejects them as a NEFF).
 pub const EMULATION_MAGIC: &[u8; 8] = b"SWYDEMU\0";
@@ -195,7 +193,7 @@ impl EmulationArtifact {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{DType, Dim, TensorSpec};
+    use switchyard_runtime::{DType, Dim, TensorSpec};
 
     fn graph(t: Dim) -> Graph {
         let mut b = GraphBuilder::new("g");
