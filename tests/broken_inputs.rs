@@ -214,6 +214,18 @@ const CORPUS: &[Entry] = &[
         expect: &["config.json", "num_hidden_layers"],
     },
     Entry {
+        // Found by fuzzing: the layer count was trusted and the graph grew without bound.
+        name: "config with 2.1e18 layers",
+        make: |d| {
+            edit_json(&d.join("config.json"), |c| {
+                c["num_hidden_layers"] = 2_111_111_111_111_111_111u64.into()
+            });
+            d.to_path_buf()
+        },
+        args: PROMPT,
+        expect: &["config.json", "num_hidden_layers", "at most"],
+    },
+    Entry {
         name: "config with heads that do not divide the hidden size",
         make: |d| {
             edit_json(&d.join("config.json"), |c| {

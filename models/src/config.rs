@@ -11,6 +11,14 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use switchyard_runtime::DType;
 
+/// The largest size a config may give any dimension (vocabulary, hidden, intermediate, heads,
+/// head size, positions): 2^24, beyond every released model, and small enough that no product of
+/// two of them, summed over [`MAX_LAYERS`] layers, overflows 64 bits.
+pub const MAX_DIMENSION: usize = 1 << 24;
+/// The most layers a config may declare (llama.cpp allows 512; the largest released models have
+/// fewer than 200).
+pub const MAX_LAYERS: usize = 1024;
+
 /// The architectures Switchyard builds graphs for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Arch {
@@ -331,6 +339,20 @@ impl ModelConfig {
             if v == 0 {
                 return Err(k.err(key, "must be at least 1"));
             }
+            if v > MAX_DIMENSION {
+                return Err(k.err(
+                    key,
+                    format!(
+                        "{v} is beyond any model this runtime can hold (at most {MAX_DIMENSION})"
+                    ),
+                ));
+            }
+        }
+        if num_layers > MAX_LAYERS {
+            return Err(k.err(
+                "num_hidden_layers",
+                format!("{num_layers} layers: at most {MAX_LAYERS} are supported"),
+            ));
         }
         if num_heads % num_kv_heads != 0 {
             return Err(k.err(
@@ -339,6 +361,14 @@ impl ModelConfig {
             ));
         }
         let head_dim = match k.opt_usize("head_dim")? {
+            Some(d) if d > MAX_DIMENSION => {
+                return Err(k.err(
+                    "head_dim",
+                    format!(
+                        "{d} is beyond any model this runtime can hold (at most {MAX_DIMENSION})"
+                    ),
+                ))
+            }
             Some(d) if d > 0 => d,
             Some(_) => return Err(k.err("head_dim", "must be at least 1")),
             None => {
@@ -354,6 +384,14 @@ impl ModelConfig {
         let max_position_embeddings = k.usize_any(&["max_position_embeddings", "n_positions"])?;
         if max_position_embeddings == 0 {
             return Err(k.err("max_position_embeddings", "must be at least 1"));
+        }
+        if max_position_embeddings > MAX_DIMENSION {
+            return Err(k.err(
+                "max_position_embeddings",
+                format!(
+                    "{max_position_embeddings} is beyond any context this runtime can hold (at most {MAX_DIMENSION})"
+                ),
+            ));
         }
         let norm_eps = match arch {
             Arch::Gpt2 => k.opt_f32("layer_norm_epsilon")?.unwrap_or(1e-5),
@@ -599,6 +637,48 @@ mod tests {
         "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
         "head_dim": 16, "intermediate_size": 32, "max_position_embeddings": 64,
         "query_pre_attn_scalar": 144, "sliding_window": 4}"#;
+
+    #[test]
+    fn absurd_sizes_are_refused_naming_the_key_before_anything_is_built() {
+        // Found by fuzzing: 2.1e18 layers made the parameter count allocate without bound.
+        let err = |json: &str| {
+            let v: Value = serde_json::from_str(json).unwrap();
+            ModelConfig::from_json(Path::new("config.json"), &v)
+                .unwrap_err()
+                .to_string()
+        };
+        let huge_layers = GEMMA2.replace(
+            r#""num_hidden_layers": 4"#,
+            r#""num_hidden_layers": 2111111111111111111"#,
+        );
+        let e = err(&huge_layers);
+        assert!(
+            e.contains("num_hidden_layers") && e.contains("at most"),
+            "{e}"
+        );
+        let many = GEMMA2.replace(r#""num_hidden_layers": 4"#, r#""num_hidden_layers": 2000"#);
+        let e = err(&many);
+        assert!(
+            e.contains("num_hidden_layers") && e.contains("at most 1024"),
+            "{e}"
+        );
+        let huge_vocab = GEMMA2.replace(r#""vocab_size": 8"#, r#""vocab_size": 99999999999"#);
+        let e = err(&huge_vocab);
+        assert!(
+            e.contains("vocab_size") && e.contains("at most 16777216"),
+            "{e}"
+        );
+        let huge_head = GEMMA2.replace(r#""head_dim": 16"#, r#""head_dim": 99999999999"#);
+        assert!(err(&huge_head).contains("head_dim"));
+        let huge_ctx = GEMMA2.replace(
+            r#""max_position_embeddings": 64"#,
+            r#""max_position_embeddings": 99999999999"#,
+        );
+        assert!(err(&huge_ctx).contains("max_position_embeddings"));
+        // At the limits a config still parses and counts its parameters.
+        let c = parse(&GEMMA2.replace(r#""num_hidden_layers": 4"#, r#""num_hidden_layers": 1024"#));
+        assert!(c.parameter_count().unwrap() > 0);
+    }
 
     #[test]
     fn query_pre_attn_scalar_sets_the_attention_scale() {

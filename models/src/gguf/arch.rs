@@ -169,6 +169,15 @@ pub(crate) fn config(f: &GgufFile) -> Result<ModelConfig> {
     let key = |k: &str| format!("{a}.{k}");
     let hidden = usize_key(f, &key("embedding_length"))?;
     let layers = usize_key(f, &key("block_count"))?;
+    if layers > crate::config::MAX_LAYERS {
+        return Err(f.key_error(
+            &key("block_count"),
+            format!(
+                "{layers} blocks: at most {} are supported",
+                crate::config::MAX_LAYERS
+            ),
+        ));
+    }
     let intermediate = usize_key(f, &key("feed_forward_length"))?;
     let heads = usize_key(f, &key("attention.head_count"))?;
     let kv_heads = opt_usize_key(f, &key("attention.head_count_kv"))?.unwrap_or(heads);
