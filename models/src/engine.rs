@@ -109,7 +109,8 @@ struct StepInputs<B> {
     width: usize,
     tokens: B,
     positions: B,
-    last_index: B,
+    /// Prefill only (decode graphs have no `last_index`).
+    last_index: Option<B>,
 }
 
 /// A model ready to run on device `D`: weights uploaded once, prefill and decode graphs compiled
@@ -416,7 +417,7 @@ impl<D: Device> Engine<D> {
                             width,
                             tokens: self.device.allocate(DType::U32, &[1, width])?,
                             positions: self.device.allocate(DType::I32, &[width])?,
-                            last_index: self.device.allocate(DType::U32, &[1])?,
+                            last_index: None,
                         });
                         session.inputs.len() - 1
                     }
@@ -425,7 +426,10 @@ impl<D: Device> Engine<D> {
                 self.device.write(&mut s.tokens, &host[0])?;
                 self.device.write(&mut s.positions, &host[1])?;
                 if prefill {
-                    self.device.write(&mut s.last_index, &host[2])?;
+                    match &mut s.last_index {
+                        Some(b) => self.device.write(b, &host[2])?,
+                        None => s.last_index = Some(self.device.upload(&host[2])?),
+                    }
                 }
                 &session.inputs[i]
             }
@@ -434,7 +438,11 @@ impl<D: Device> Engine<D> {
                     width,
                     tokens: self.device.upload(&host[0])?,
                     positions: self.device.upload(&host[1])?,
-                    last_index: self.device.upload(&host[2])?,
+                    last_index: if prefill {
+                        Some(self.device.upload(&host[2])?)
+                    } else {
+                        None
+                    },
                 };
                 &fresh
             }
@@ -445,7 +453,10 @@ impl<D: Device> Engine<D> {
                 Slot::Weight(i) => &self.weights[i],
                 Slot::Tokens => &inputs.tokens,
                 Slot::Positions => &inputs.positions,
-                Slot::LastIndex => &inputs.last_index,
+                Slot::LastIndex => inputs
+                    .last_index
+                    .as_ref()
+                    .expect("only prefill graphs take last_index, and prefill sets it"),
             });
         }
         let mut cache: Vec<Option<&mut D::Buffer>> = session.cache.iter_mut().map(Some).collect();
