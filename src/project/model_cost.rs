@@ -3,7 +3,7 @@
 //! type it is stored in), not from a parameter count alone.
 
 use crate::models::{
-    build_graph, checkpoint_name, Entry, GraphOptions, ModelConfig, ModelError, WeightSource,
+    build_graph, stored_quantized, Entry, GraphOptions, ModelConfig, ModelError, WeightSource,
 };
 use crate::DType;
 use serde::Serialize;
@@ -65,6 +65,8 @@ impl ModelCost {
                 quantized: Default::default(),
             },
         )?;
+        // The weights the engine keeps block-quantized: the same map it builds.
+        let quantized = stored_quantized(config, weights)?;
         let mut types: std::collections::BTreeMap<DType, usize> = Default::default();
         let mut cost = ModelCost {
             dtype,
@@ -83,10 +85,7 @@ impl ModelCost {
             }
             let dims = p.spec.shape.fixed_dims().unwrap_or_default();
             let numel: usize = dims.iter().product();
-            let stored = weights
-                .stored_dtype(&checkpoint_name(weights, &p.name, config.arch))
-                .filter(|d| d.is_quantized() && numel.is_multiple_of(d.block_len()))
-                .unwrap_or(dtype);
+            let stored = quantized.get(&p.name).copied().unwrap_or(dtype);
             *types.entry(stored).or_default() += 1;
             let bytes = bytes_of(stored, numel);
             cost.parameters += numel;
