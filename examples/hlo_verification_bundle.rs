@@ -1,7 +1,9 @@
 //! Writes graphs as XLA HLO modules together with inputs and the outputs Switchyard's CPU device
 //! computes from them, for `scripts/verify_hlo.py` to execute with XLA and compare: every
-//! conformance case, and the prefill and decode executables of every fixture architecture at two
-//! KV buckets (as `switchyard compile` exports them).
+//! conformance case, the prefill and decode executables of every fixture architecture at two
+//! KV buckets (as `switchyard compile` exports them), and its batched pool executables (a step of
+//! decodes in three slots, and one mixing a prompt chunk with decodes and a padding row); and
+//! every encoder fixture's graph for a padded batch of four texts of mixed lengths.
 //!
 //! Run with: `cargo run --release --example hlo_verification_bundle -- OUT_DIR [FIXTURES_DIR]`
 //! (or `scripts/verify_hlo.sh`, which also runs the comparison).
@@ -9,12 +11,15 @@
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use std::path::Path;
-use switchyard::models::{plan_executables, EngineOptions, EntryKind, Model};
+use switchyard::models::{
+    build_encoder_graph, plan_executables, plan_pool, BatchOptions, EncoderGraphOptions,
+    EncoderModel, EngineOptions, EntryKind, Model,
+};
 use switchyard::neuron::hlo;
 use switchyard::runtime::conformance::{all_cases, Tolerance};
 use switchyard::runtime::OP_NAMES;
 use switchyard::runtime::{bind_args, ParamKind};
-use switchyard::{AnyDevice, DType, Device, ExecuteArgs, Graph, HostTensor};
+use switchyard::{AnyDevice, DType, Device, ExecuteArgs, Graph, HostTensor, SymbolBindings};
 
 /// Deterministic pseudo-random numbers (xorshift), so the bundle is the same on every run.
 struct Rng(u64);
@@ -83,6 +88,22 @@ fn main() -> Result<()> {
         .collect();
     dirs.sort();
     for dir in dirs {
+        if EncoderModel::is_encoder(&dir.display().to_string()) {
+            let (name, graph, named) = encoder_case(&dir)?;
+            let ops = op_names(&graph);
+            let case_dir = format!("model-{}", cases.len());
+            cases.push(record(
+                &cpu,
+                out,
+                &case_dir,
+                &name,
+                &graph,
+                &named,
+                Tolerance::for_dtype(DType::F32),
+                &ops,
+            )?);
+            continue;
+        }
         let model = Model::load(&dir.display().to_string())?;
         let options = EngineOptions {
             dtype: Some(DType::F32),
@@ -98,26 +119,52 @@ fn main() -> Result<()> {
             switchyard::ShapeSupport::Static,
         )?;
         let mut rng = Rng(0x5eed ^ dir.display().to_string().len() as u64);
+        let arch = dir
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_default();
+        // (case name, graph, its inputs) of every executable of this model.
+        let mut graphs = Vec::new();
         for e in plan.executables {
             let bucket = e.bucket.expect("static plans specialize every executable");
             let named = model_inputs(&model, &e.graph, e.entry, bucket, &mut rng)?;
-            let arch = dir.file_name().map(|f| f.to_string_lossy().to_string());
-            let name = format!("{}/{}/kv{}", arch.unwrap_or_default(), e.entry, bucket);
-            let ops: Vec<&str> = e
-                .graph
-                .nodes()
-                .iter()
-                .map(|n| n.op.name())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
+            graphs.push((format!("{arch}/{}/kv{bucket}", e.entry), e.graph, named));
+        }
+        // The batched pool executables a static device compiles: 3 slots (and the scratch
+        // slot), token buckets 3 and 8, KV buckets 32 and 64.
+        let mut info = cpu.info().clone();
+        info.shape_support = switchyard::ShapeSupport::Static;
+        info.memory_free = None;
+        let pool = plan_pool(
+            &model.config,
+            &options,
+            &BatchOptions {
+                slots: Some(3),
+                step_tokens: Some(8),
+                token_buckets: Some(vec![3]),
+            },
+            DType::F32,
+            &Default::default(),
+            &info,
+        )?;
+        for e in pool.executables {
+            let (width, bucket) = (
+                e.tokens.context("static pools specialize the width")?,
+                e.kv_bucket
+                    .context("static pools specialize the KV length")?,
+            );
+            let named = pool_inputs(&model, &e.graph, width, bucket, &mut rng)?;
+            graphs.push((format!("{arch}/pool/t{width}/kv{bucket}"), e.graph, named));
+        }
+        for (name, graph, named) in graphs {
+            let ops = op_names(&graph);
             let case_dir = format!("model-{}", cases.len());
             cases.push(record(
                 &cpu,
                 out,
                 &case_dir,
                 &name,
-                &e.graph,
+                &graph,
                 &named,
                 Tolerance::for_dtype(DType::F32),
                 &ops,
@@ -138,6 +185,68 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Tensors by parameter name.
+type Named = Vec<(String, HostTensor)>;
+
+/// The op kinds of `graph`, once each.
+fn op_names(graph: &Graph) -> Vec<&'static str> {
+    graph
+        .nodes()
+        .iter()
+        .map(|n| n.op.name())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// An encoder's graph as a static device compiles it (4 texts of up to 8 tokens; lengths 8, 3,
+/// 1 and 5, so the padding masks and pooling are exercised), with its weights and inputs.
+fn encoder_case(dir: &Path) -> Result<(String, Graph, Named)> {
+    let model = EncoderModel::load(&dir.display().to_string())?;
+    let sentence = model
+        .sentence
+        .clone()
+        .context("encoder fixtures are sentence-transformers directories")?;
+    let graph = build_encoder_graph(
+        &model.config,
+        &EncoderGraphOptions {
+            compute: DType::F32,
+            max_batch: 4,
+            max_tokens: 8,
+            pooling: sentence.pooling,
+            normalize: sentence.normalize,
+            quantized: Default::default(),
+        },
+    )?
+    .bind(&SymbolBindings::new().with("batch", 4).with("t", 8))?;
+    let mut rng = Rng(0xe4c0de);
+    let vocab = model.config.vocab_size as u64;
+    let mut named = Vec::new();
+    for p in graph.signature().params {
+        let dims = p
+            .spec
+            .shape
+            .fixed_dims()
+            .context("bound graphs are fixed")?;
+        let t = match (p.kind, p.name.as_str()) {
+            (ParamKind::Weight, name) => model.weights.tensor(name)?.to_dtype(DType::F32)?,
+            (_, "tokens") => {
+                let n: usize = dims.iter().product();
+                let ids: Vec<u32> = (0..n).map(|_| (rng.next() % vocab) as u32).collect();
+                HostTensor::from_u32(&dims, &ids)?
+            }
+            (_, "lengths") => HostTensor::from_u32(&dims, &[8, 3, 1, 5])?,
+            (_, other) => anyhow::bail!("unexpected input '{other}' of {}", graph.name()),
+        };
+        named.push((p.name, t));
+    }
+    let arch = dir
+        .file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_default();
+    Ok((format!("{arch}/encode/b4/t8"), graph, named))
+}
+
 /// Inputs, weights and a random KV cache for one static executable of a model.
 fn model_inputs(
     model: &Model,
@@ -156,14 +265,7 @@ fn model_inputs(
             .context("bound graphs are fixed")?;
         let n: usize = dims.iter().product();
         let t = match (p.kind, p.name.as_str()) {
-            (ParamKind::Weight, name) => {
-                let stored = if model.weights.contains(name) {
-                    name.to_string()
-                } else {
-                    format!("transformer.{name}")
-                };
-                model.weights.tensor(&stored)?.to_dtype(DType::F32)?
-            }
+            (ParamKind::Weight, name) => weight(model, name)?,
             (ParamKind::State, _) => HostTensor::from_f32(&dims, &rng.normal_ish(n, 1.0))?,
             (_, "tokens") => {
                 let ids: Vec<u32> = (0..n).map(|_| (rng.next() % vocab) as u32).collect();
@@ -185,6 +287,67 @@ fn model_inputs(
         named.push((p.name, t));
     }
     Ok(named)
+}
+
+/// Inputs, weights and a random KV pool for one pool executable of `width` tokens: three decodes
+/// in slots 2, 0, 1 (width 3), or a five-token prompt chunk in slot 1, decodes in slots 0 and 2
+/// and a padding row in the scratch slot 3 (width 8).
+fn pool_inputs(
+    model: &Model,
+    graph: &Graph,
+    width: usize,
+    bucket: usize,
+    rng: &mut Rng,
+) -> Result<Vec<(String, HostTensor)>> {
+    let (slots, positions, rows): (Vec<i32>, Vec<i32>, Vec<u32>) = match width {
+        3 => (
+            vec![2, 0, 1],
+            vec![bucket as i32 - 1, bucket as i32 / 2, 3],
+            vec![0, 1, 2],
+        ),
+        8 => (
+            vec![1, 1, 1, 1, 1, 0, 2, 3],
+            vec![10, 11, 12, 13, 14, bucket as i32 - 1, 7, 0],
+            vec![4, 5, 6],
+        ),
+        other => anyhow::bail!("no pool inputs for width {other}"),
+    };
+    let mut named = Vec::new();
+    for p in graph.signature().params {
+        let dims = p
+            .spec
+            .shape
+            .fixed_dims()
+            .context("bound graphs are fixed")?;
+        let t = match p.name.as_str() {
+            "slots" => HostTensor::from_i32(&dims, &slots)?,
+            "positions" => HostTensor::from_i32(&dims, &positions)?,
+            "rows" => HostTensor::from_u32(&dims, &rows)?,
+            _ => match p.kind {
+                ParamKind::Weight => weight(model, &p.name)?,
+                ParamKind::State => {
+                    HostTensor::from_f32(&dims, &rng.normal_ish(dims.iter().product(), 1.0))?
+                }
+                ParamKind::Input => {
+                    let vocab = model.config.vocab_size as u64;
+                    let ids: Vec<u32> = (0..width).map(|_| (rng.next() % vocab) as u32).collect();
+                    HostTensor::from_u32(&dims, &ids)?
+                }
+            },
+        };
+        named.push((p.name, t));
+    }
+    Ok(named)
+}
+
+/// A model weight by its graph name, as f32 (GPT-2 checkpoints may prefix `transformer.`).
+fn weight(model: &Model, name: &str) -> Result<HostTensor> {
+    let stored = if model.weights.contains(name) {
+        name.to_string()
+    } else {
+        format!("transformer.{name}")
+    };
+    Ok(model.weights.tensor(&stored)?.to_dtype(DType::F32)?)
 }
 
 /// Lowers `graph`, runs it on the CPU device with `named` tensors, and writes the module, the

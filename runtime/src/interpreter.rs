@@ -9,8 +9,8 @@ use crate::device::{bind_args, ArgSource, ExecuteArgs};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::graph::{
-    decompose_attention, AttentionAttrs, BinaryOp, CompareOp, Graph, GraphBuilder, Op, ReduceOp,
-    UnaryOp,
+    decompose_attention, decompose_slot_attention, AttentionAttrs, BinaryOp, CompareOp, Graph,
+    GraphBuilder, Op, ReduceOp, UnaryOp,
 };
 use crate::shape::SymbolBindings;
 use crate::tensor::{HostTensor, TensorSpec};
@@ -581,6 +581,35 @@ fn eval(op: &Op, spec: &TensorSpec, x: &[&Value], dims: &SymbolBindings) -> Resu
             }
             out
         }
+        Op::KvScatter => {
+            let (cache, new) = (x[0], x[1]);
+            let (slots, pos) = (x[2].i(name)?, x[3].i(name)?);
+            let (s, c) = (cache.dims[0], cache.dims[1]);
+            let row: usize = cache.dims[2..].iter().product();
+            let mut out = cache.clone();
+            for t in 0..slots.len() {
+                let (slot, p) = (slots[t], pos[t]);
+                if slot < 0 || slot as usize >= s || p < 0 || p as usize >= c {
+                    return Err(Error::exec(
+                        name,
+                        format!(
+                            "row {t} writes slot {slot} position {p}, outside the pool of {s} slots × {c} positions"
+                        ),
+                    ));
+                }
+                let dst = (slot as usize * c + p as usize) * row;
+                match (&mut out.data, &new.data) {
+                    (Data::F(o), Data::F(n)) => {
+                        o[dst..dst + row].copy_from_slice(&n[t * row..(t + 1) * row])
+                    }
+                    (Data::I(o), Data::I(n)) => {
+                        o[dst..dst + row].copy_from_slice(&n[t * row..(t + 1) * row])
+                    }
+                    _ => return Err(Error::exec(name, "cache and update of different kinds")),
+                }
+            }
+            out
+        }
         Op::Argmax => {
             let xs = x[0].f()?;
             let n = *x[0].dims.last().expect("rank >= 1");
@@ -599,6 +628,7 @@ fn eval(op: &Op, spec: &TensorSpec, x: &[&Value], dims: &SymbolBindings) -> Resu
             Value::ints(DType::U32, out_dims, v)
         }
         Op::Attention(attrs) => attention(x, *attrs)?,
+        Op::SlotAttention(attrs) => slot_attention(x, *attrs)?,
     })
 }
 
@@ -659,6 +689,34 @@ fn attention(x: &[&Value], attrs: AttentionAttrs) -> Result<Value> {
         .input("k", &hosts[1])
         .input("v", &hosts[2])
         .input("q_pos", &hosts[3]);
+    let out = interpret(&g, args)?;
+    Value::from_host(&out[0])
+}
+
+fn slot_attention(x: &[&Value], attrs: AttentionAttrs) -> Result<Value> {
+    let (slots, pool) = (x[4].i("slot_attention")?, x[1].dims[0]);
+    if let Some(bad) = slots.iter().find(|&&s| s < 0 || s as usize >= pool) {
+        return Err(Error::exec(
+            "slot_attention",
+            format!("slot {bad} is outside the pool of {pool} slots"),
+        ));
+    }
+    let spec = |v: &Value| TensorSpec::new(v.dtype, crate::Shape::fixed(&v.dims));
+    let mut b = GraphBuilder::new("slot_attention.decomposition");
+    let names = ["q", "k", "v", "q_pos", "slots"];
+    let ids = names
+        .iter()
+        .zip(x)
+        .map(|(n, v)| b.input(n, spec(v)))
+        .collect::<Result<Vec<_>>>()?;
+    let o = decompose_slot_attention(&mut b, ids[0], ids[1], ids[2], ids[3], ids[4], attrs)?;
+    b.output("out", o)?;
+    let g = b.finish()?;
+    let hosts: Vec<HostTensor> = x.iter().map(|v| v.to_host()).collect::<Result<_>>()?;
+    let mut args = ExecuteArgs::new();
+    for (n, h) in names.iter().zip(&hosts) {
+        args = args.input(n, h);
+    }
     let out = interpret(&g, args)?;
     Value::from_host(&out[0])
 }

@@ -74,7 +74,7 @@ impl CandleExecutable {
                 Op::Constant { value } => Some(upload(device, name, value)?),
                 _ => None,
             });
-            if let Op::KvWrite { .. } = node.op {
+            if node.op.writes_state() {
                 aliases_state[i] = true;
             }
         }
@@ -114,7 +114,7 @@ impl CandleExecutable {
         for (pid, src) in self.graph.params().iter().zip(&bound.sources) {
             values[pid.index()] = Some(match *src {
                 ArgSource::Input(i) => args.inputs()[i].1.clone(),
-                // Cloning shares the storage: kv_write updates the caller's buffer in place.
+                // Cloning shares the storage: kv_write and kv_scatter update the caller's buffer in place.
                 ArgSource::State(i) => args.state_mut()[i].1.clone(),
             });
         }
@@ -186,7 +186,14 @@ impl CandleExecutable {
                 },
             )?;
         if let Some(t) = started {
-            profile::record(op.name(), t.elapsed());
+            // Products of two activations (attention's scores and context) apart from those
+            // with a weight, which have their own kernels.
+            let label = match (op, operands.get(1)) {
+                (Op::MatMul { .. }, Some(CandleBuffer::Tensor(_))) => "matmul (activations)",
+                (Op::MatMul { .. }, Some(CandleBuffer::Packed(_))) => "matmul (packed weight)",
+                _ => op.name(),
+            };
+            profile::record(label, t.elapsed());
         }
         Ok(v)
     }

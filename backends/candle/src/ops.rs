@@ -188,8 +188,12 @@ pub(crate) fn eval(
                     match cpu_matmul_nt(isa, a, b, *transpose_rhs, out)? {
                         Some(y) => y,
                         None => {
-                            let b = if *transpose_rhs { b.t()? } else { b.clone() };
-                            a.broadcast_matmul(&b)?
+                            // candle's matmul takes a transposed last pair of axes but not
+                            // permuted batch axes (a head-major view of a token-major tensor):
+                            // those are copied out first (a no-op for contiguous operands).
+                            let b = b.contiguous()?;
+                            let b = if *transpose_rhs { b.t()? } else { b };
+                            a.contiguous()?.broadcast_matmul(&b)?
                         }
                     }
                 }
@@ -247,7 +251,15 @@ pub(crate) fn eval(
                     None => a.silu()?,
                 },
                 UnaryOp::Relu => a.relu()?,
-                UnaryOp::GeluErf => a.gelu_erf()?,
+                UnaryOp::GeluErf => match isa
+                    .any()
+                    .then(|| crate::cpu::activation::gelu_erf(isa, a))
+                    .transpose()?
+                    .flatten()
+                {
+                    Some(y) => y,
+                    None => a.gelu_erf()?,
+                },
                 UnaryOp::GeluTanh => a.gelu()?,
             }
         }
@@ -261,7 +273,18 @@ pub(crate) fn eval(
             candle_nn::ops::layer_norm(&t(x[0])?.contiguous()?, t(x[1])?, t(x[2])?, *eps)?
         }
         Op::Rope { interleaved } => rope(t(x[0])?, t(x[1])?, t(x[2])?, *interleaved)?,
-        Op::Softmax => candle_nn::ops::softmax_last_dim(&t(x[0])?.contiguous()?)?,
+        Op::Softmax => {
+            let a = t(x[0])?;
+            match isa
+                .any()
+                .then(|| crate::cpu::activation::softmax_last_dim(isa, a))
+                .transpose()?
+                .flatten()
+            {
+                Some(y) => y,
+                None => candle_nn::ops::softmax_last_dim(&a.contiguous()?)?,
+            }
+        }
         Op::Reduce { op, axis } => {
             let a = t(x[0])?;
             match op {
@@ -296,6 +319,13 @@ pub(crate) fn eval(
             cache.slice_set(&new, *axis, pos as usize)?;
             cache.clone()
         }
+        Op::KvScatter => {
+            let cache = t(x[0])?;
+            let new = t(x[1])?.contiguous()?;
+            let (slots, pos) = (ints(x[2])?, ints(x[3])?);
+            kv_scatter(cache, &new, &slots, &pos)?;
+            cache.clone()
+        }
         Op::Argmax => t(x[0])?.argmax(D::Minus1)?,
         Op::Attention(attrs) => {
             // Query positions on the host: kept from the upload (no read back on a GPU).
@@ -303,11 +333,112 @@ pub(crate) fn eval(
             let (q, k, v, q_pos) = (t(x[0])?, t(x[1])?, t(x[2])?, t(x[3])?);
             attention(q, k, v, q_pos, &positions, attrs, dev, isa)?
         }
+        Op::SlotAttention(attrs) => {
+            let (positions, slots) = (ints(x[3])?, ints(x[4])?);
+            let (q, k, v, q_pos) = (t(x[0])?, t(x[1])?, t(x[2])?, t(x[3])?);
+            let pool = k.dim(0)?;
+            if let Some(bad) = slots.iter().find(|&&s| s < 0 || s as usize >= pool) {
+                return Err(EvalError::Invalid(format!(
+                    "slot {bad} is outside the pool of {pool} slots"
+                )));
+            }
+            let runs = runs(&slots, |_| true);
+            // A decode step (one token per slot): every row and head in one call.
+            if isa.any() && runs.len() == slots.len() {
+                if let Some(out) = crate::cpu::slot_attention::decode_rows(
+                    isa, q, k, v, &positions, &slots, attrs,
+                )? {
+                    return Ok(CandleBuffer::Tensor(out));
+                }
+            }
+            let mut parts = Vec::new();
+            for (t0, t1) in runs {
+                let slot = slots[t0] as usize;
+                // Keys after a run's last position are hidden by the causal mask: leave them out.
+                let tk = k.dim(1)?;
+                let seen = if attrs.causal {
+                    let last = positions[t0..t1].iter().max().copied().unwrap_or(0);
+                    ((last.max(0) as usize) + 1).min(tk)
+                } else {
+                    tk
+                };
+                let view = |c: &Tensor| {
+                    c.narrow(0, slot, 1)?
+                        .narrow(1, 0, seen)?
+                        .permute((0, 2, 1, 3))
+                };
+                parts.push(attention(
+                    &q.narrow(2, t0, t1 - t0)?,
+                    &view(k)?,
+                    &view(v)?,
+                    &q_pos.narrow(0, t0, t1 - t0)?,
+                    &positions[t0..t1],
+                    attrs,
+                    dev,
+                    isa,
+                )?);
+            }
+            if parts.len() == 1 {
+                parts.pop().expect("one part")
+            } else {
+                Tensor::cat(&parts, 2)?
+            }
+        }
     };
     Ok(match derived_indices(op, x, out) {
         Some(values) => CandleBuffer::Indices { tensor: r, values },
         None => CandleBuffer::Tensor(r),
     })
+}
+
+/// Maximal runs `[t0, t1)` of consecutive rows in the same slot, where `more(t)` also holds for
+/// every row after the first.
+fn runs(slots: &[i64], more: impl Fn(usize) -> bool) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut t0 = 0;
+    while t0 < slots.len() {
+        let mut t1 = t0 + 1;
+        while t1 < slots.len() && slots[t1] == slots[t0] && more(t1) {
+            t1 += 1;
+        }
+        out.push((t0, t1));
+        t0 = t1;
+    }
+    out
+}
+
+/// Writes row `t` of `new [1, T, ...]` into `cache [S, C, ...]` at `[slots[t], pos[t]]`, in
+/// place: rows of one slot at consecutive positions go in one copy.
+fn kv_scatter(
+    cache: &Tensor,
+    new: &Tensor,
+    slots: &[i64],
+    pos: &[i64],
+) -> std::result::Result<(), EvalError> {
+    let dims = cache.dims();
+    let (s, c) = (dims[0], dims[1]);
+    for (t, (&slot, &p)) in slots.iter().zip(pos).enumerate() {
+        if slot < 0 || slot as usize >= s || p < 0 || p as usize >= c {
+            return Err(EvalError::Invalid(format!(
+                "row {t} writes slot {slot} position {p}, outside the pool of {s} slots × {c} positions"
+            )));
+        }
+    }
+    if !cache.is_contiguous() {
+        return Err(EvalError::Invalid(
+            "the KV pool must be a contiguous state buffer".into(),
+        ));
+    }
+    let mut flat_dims = dims[1..].to_vec();
+    flat_dims[0] = s * c;
+    // A reshape of the contiguous cache shares its storage: the writes land in the caller's pool.
+    let flat = cache.reshape(flat_dims)?;
+    let rows = new.squeeze(0)?;
+    for (t0, t1) in runs(slots, |t| pos[t] == pos[t - 1] + 1) {
+        let at = slots[t0] as usize * c + pos[t0] as usize;
+        flat.slice_set(&rows.narrow(0, t0, t1 - t0)?.contiguous()?, 0, at)?;
+    }
+    Ok(())
 }
 
 fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor> {

@@ -160,6 +160,7 @@ pub fn all_cases() -> Vec<Case> {
     shapes(&mut cases);
     lookups_and_matmuls(&mut cases);
     attention(&mut cases);
+    pool(&mut cases);
     composites(&mut cases);
     cases
 }
@@ -305,6 +306,23 @@ fn normalization(cases: &mut Vec<Case>) {
         let v = c.rng.normal(4 * 37, 3.0);
         let x = c.values("x", dtype, &[4, 37], &v);
         let y = c.b.softmax(x).unwrap();
+        cases.push(c.finish(&[y]));
+
+        // Large enough for kernels that split rows over threads, with masked (-inf) scores as
+        // an encoder's padding leaves them.
+        let mut c = Cb::new(format!("softmax/{dtype}/[3, 40, 600] masked"), dtype);
+        let mut v = c.rng.normal(3 * 40 * 600, 3.0);
+        v.iter_mut()
+            .enumerate()
+            .filter(|(i, _)| i % 600 >= 450)
+            .for_each(|(_, x)| *x = f32::NEG_INFINITY);
+        let x = c.values("x", dtype, &[3, 40, 600], &v);
+        let y = c.b.softmax(x).unwrap();
+        cases.push(c.finish(&[y]));
+
+        let mut c = Cb::new(format!("unary/{dtype}/GeluErf [300, 257]"), dtype);
+        let x = c.randn("x", &[300, 257]);
+        let y = c.b.unary(UnaryOp::GeluErf, x).unwrap();
         cases.push(c.finish(&[y]));
 
         for (interleaved, d, r) in [
@@ -464,6 +482,17 @@ fn lookups_and_matmuls(cases: &mut Vec<Case>) {
         let b = c.randn("b", &[3, 8, 5]);
         let y = c.b.matmul(a, b).unwrap();
         cases.push(c.finish(&[y]));
+
+        // Attention scores of token-major tensors viewed head-major (an encoder's q·kᵀ): both
+        // operands have permuted batch axes.
+        let mut c = Cb::new(format!("matmul/{dtype}/head-major-views"), dtype);
+        let q = c.randn("q", &[2, 6, 3, 4]);
+        let k = c.randn("k", &[2, 6, 3, 4]);
+        let qh = c.b.transpose(q, &[0, 2, 1, 3]).unwrap();
+        let kh = c.b.transpose(k, &[0, 2, 1, 3]).unwrap();
+        let scores = c.b.matmul_t(qh, kh).unwrap();
+        let ctx = c.b.matmul(scores, kh).unwrap();
+        cases.push(c.finish(&[scores, ctx]));
     }
     let mut c = Cb::new("matmul/f32/one-element", DType::F32);
     let a = c.randn("a", &[1, 1]);
@@ -633,6 +662,59 @@ fn attention(cases: &mut Vec<Case>) {
             let p = c.values("q_pos", DType::I32, &[a.tq], &pos);
             let y = c.b.attention(q, k, v, p, a.attrs).unwrap();
             cases.push(c.finish(&[y]));
+        }
+    }
+}
+
+/// A KV pool: one step that scatters new keys and values of several sequences into their slots
+/// and attends each query over its own slot — a prefill run of three tokens with two decode rows
+/// (`mixed`), and a decode step of one token per slot (`decode`).
+fn pool(cases: &mut Vec<Case>) {
+    let steps: [(&str, &[f32], &[f32]); 2] = [
+        (
+            "mixed",
+            &[1.0, 1.0, 1.0, 0.0, 2.0],
+            &[2.0, 3.0, 4.0, 6.0, 0.0],
+        ),
+        ("decode", &[2.0, 0.0, 1.0], &[6.0, 3.0, 0.0]),
+    ];
+    for (step, rows_slot, rows_pos) in steps {
+        pool_step(cases, step, rows_slot, rows_pos);
+    }
+}
+
+fn pool_step(cases: &mut Vec<Case>, step: &str, rows_slot: &[f32], rows_pos: &[f32]) {
+    let (slots, cap, hq, hkv, d) = (3, 8, 4, 2, 8);
+    let t = rows_slot.len();
+    let variants = [
+        ("causal", AttentionAttrs::causal(0.35)),
+        (
+            "window-softcap",
+            AttentionAttrs {
+                window: Some(3),
+                softcap: Some(2.0),
+                ..AttentionAttrs::causal(0.5)
+            },
+        ),
+    ];
+    for (label, attrs) in variants {
+        for dtype in [DType::F32, DType::F16] {
+            let mut c = Cb::new(format!("pool/{dtype}/{step}-{label}"), dtype);
+            let kc = c.state("k", &[slots, cap, hkv, d]);
+            let vc = c.state("v", &[slots, cap, hkv, d]);
+            let kn = c.randn("k_new", &[1, t, hkv, d]);
+            let vn = c.randn("v_new", &[1, t, hkv, d]);
+            let q = c.randn("q", &[1, hq, t, d]);
+            let sl = c.values("slots", DType::I32, &[t], rows_slot);
+            let ps = c.values("positions", DType::I32, &[t], rows_pos);
+            let kw = c.b.kv_scatter(kc, kn, sl, ps).unwrap();
+            let vw = c.b.kv_scatter(vc, vn, sl, ps).unwrap();
+            c.b.update_state("k", kw).unwrap();
+            c.b.update_state("v", vw).unwrap();
+            let ks = c.b.slice(kw, 1, 0, Dim::sym("kv_len", cap)).unwrap();
+            let vs = c.b.slice(vw, 1, 0, Dim::sym("kv_len", cap)).unwrap();
+            let y = c.b.slot_attention(q, ks, vs, ps, sl, attrs).unwrap();
+            cases.push(c.dim("kv_len", 7).finish(&[y]));
         }
     }
 }

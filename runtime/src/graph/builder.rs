@@ -85,7 +85,7 @@ impl GraphBuilder {
         }
         let specs: Vec<&TensorSpec> = inputs.iter().map(|i| self.spec(*i)).collect();
         let spec = infer(&op, &specs)?;
-        if let Op::KvWrite { .. } = op {
+        if op.writes_state() {
             let cache = &self.nodes[inputs[0].index()].op;
             if !matches!(
                 cache,
@@ -107,11 +107,11 @@ impl GraphBuilder {
             } = &self.nodes[i.index()].op
             {
                 let consumed = self.nodes.iter().any(|n| n.inputs.contains(i));
-                if !matches!(op, Op::KvWrite { .. }) || inputs[0] != *i || consumed {
+                if !op.writes_state() || inputs[0] != *i || consumed {
                     return Err(Error::graph(
                         name,
                         format!(
-                            "state '{state}' may only be read by one kv_write (read the kv_write's result instead)"
+                            "state '{state}' may only be read by one kv_write or kv_scatter (read its result instead)"
                         ),
                     ));
                 }
@@ -390,6 +390,31 @@ impl GraphBuilder {
         self.push(Op::KvWrite { axis }, &[cache, new, pos])
     }
 
+    /// Writes row `t` of `new` into the state `cache` (a KV pool) at `[slots[t], pos[t]]`; the
+    /// result is the updated pool.
+    pub fn kv_scatter(
+        &mut self,
+        cache: NodeId,
+        new: NodeId,
+        slots: NodeId,
+        pos: NodeId,
+    ) -> Result<NodeId> {
+        self.push(Op::KvScatter, &[cache, new, slots, pos])
+    }
+
+    /// Attention of each query over its own slot of a KV pool (see [`Op::SlotAttention`]).
+    pub fn slot_attention(
+        &mut self,
+        q: NodeId,
+        k: NodeId,
+        v: NodeId,
+        q_pos: NodeId,
+        slots: NodeId,
+        attrs: AttentionAttrs,
+    ) -> Result<NodeId> {
+        self.push(Op::SlotAttention(attrs), &[q, k, v, q_pos, slots])
+    }
+
     /// Index of the largest value over the last axis.
     pub fn argmax(&mut self, x: NodeId) -> Result<NodeId> {
         self.push(Op::Argmax, &[x])
@@ -426,12 +451,12 @@ impl GraphBuilder {
         let Some(node) = self.nodes.get(id.index()) else {
             return err(format!("node {id} does not exist"));
         };
-        let writes_state = matches!(node.op, Op::KvWrite { .. })
+        let writes_state = node.op.writes_state()
             && matches!(&self.nodes[node.inputs[0].index()].op,
                 Op::Parameter { name: n, kind: ParamKind::State } if n == name);
         if !writes_state {
             return err(format!(
-                "the new value of state '{name}' must be a kv_write into it, got {}",
+                "the new value of state '{name}' must be a kv_write or kv_scatter into it, got {}",
                 node.op.name()
             ));
         }
@@ -453,13 +478,11 @@ impl GraphBuilder {
         // Every kv_write must be recorded as its state's update, or the write would be
         // in place on some devices and lost on others.
         for (i, n) in self.nodes.iter().enumerate() {
-            if let Op::KvWrite { .. } = n.op {
-                if !self.state_updates.iter().any(|(_, id)| id.index() == i) {
-                    return Err(Error::graph(
-                        "kv_write",
-                        format!("%{i} is not declared as a state update (call update_state)"),
-                    ));
-                }
+            if n.op.writes_state() && !self.state_updates.iter().any(|(_, id)| id.index() == i) {
+                return Err(Error::graph(
+                    n.op.name(),
+                    format!("%{i} is not declared as a state update (call update_state)"),
+                ));
             }
         }
         Ok(Graph {

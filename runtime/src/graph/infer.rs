@@ -442,6 +442,34 @@ pub(crate) fn infer(op: &Op, specs: &[&TensorSpec]) -> Result<TensorSpec> {
             }
             Ok(cache.clone())
         }
+        Op::KvScatter => {
+            arity(4)?;
+            let (cache, new, slots, pos) = (specs[0], specs[1], specs[2], specs[3]);
+            need_int(name, slots, "the slots")?;
+            need_int(name, pos, "the positions")?;
+            need_rank(name, slots, 1, "the slots [T]")?;
+            need_rank(name, pos, 1, "the positions [T]")?;
+            let rank = cache.shape.rank();
+            let ok = cache.dtype == new.dtype
+                && !cache.dtype.is_quantized()
+                && cache.shape.is_fixed()
+                && rank >= 2
+                && new.shape.rank() == rank
+                && *new.shape.dim(0) == Dim::Fixed(1)
+                && (2..rank).all(|i| cache.shape.dim(i) == new.shape.dim(i))
+                && slots.shape.dim(0) == new.shape.dim(1)
+                && pos.shape.dim(0) == new.shape.dim(1);
+            if !ok {
+                return Err(Error::graph(
+                    name,
+                    format!(
+                        "cannot scatter {} (need cache [S, C, ...] fixed-size, new [1, T, ...] with the cache's trailing axes and dtype, slots [T], positions [T])",
+                        shapes(specs)
+                    ),
+                ));
+            }
+            Ok(cache.clone())
+        }
         Op::Argmax => {
             arity(1)?;
             let x = specs[0];
@@ -456,17 +484,16 @@ pub(crate) fn infer(op: &Op, specs: &[&TensorSpec]) -> Result<TensorSpec> {
         Op::Attention(attrs) => {
             arity(4)?;
             let (q, k, v, pos) = (specs[0], specs[1], specs[2], specs[3]);
-            same_dtype(name, &[q, k, v])?;
-            need_float(name, q, "q")?;
-            for (s, what) in [
-                (q, "q [B, Hq, Tq, D]"),
-                (k, "k [B, Hkv, Tk, D]"),
-                (v, "v [B, Hkv, Tk, Dv]"),
-            ] {
-                need_rank(name, s, 4, what)?;
-            }
-            need_int(name, pos, "q_pos")?;
-            need_rank(name, pos, 1, "q_pos [Tq]")?;
+            attention_operands(
+                name,
+                [q, k, v, pos],
+                [
+                    "q [B, Hq, Tq, D]",
+                    "k [B, Hkv, Tk, D]",
+                    "v [B, Hkv, Tk, Dv]",
+                    "q_pos [Tq]",
+                ],
+            )?;
             let (hq, hkv) = (q.shape.dim(1).fixed(), k.shape.dim(1).fixed());
             let heads_ok = matches!((hq, hkv), (Some(a), Some(b)) if b > 0 && a % b == 0);
             let ok = heads_ok
@@ -485,15 +512,77 @@ pub(crate) fn infer(op: &Op, specs: &[&TensorSpec]) -> Result<TensorSpec> {
                     ),
                 ));
             }
-            if attrs.window == Some(0) || attrs.softcap.is_some_and(|c| c.is_nan() || c <= 0.0) {
+            attention_result(name, attrs, q, v)
+        }
+        Op::SlotAttention(attrs) => {
+            arity(5)?;
+            let (q, k, v, pos, slots) = (specs[0], specs[1], specs[2], specs[3], specs[4]);
+            attention_operands(
+                name,
+                [q, k, v, pos],
+                [
+                    "q [1, Hq, T, D]",
+                    "k [S, Tk, Hkv, D]",
+                    "v [S, Tk, Hkv, Dv]",
+                    "q_pos [T]",
+                ],
+            )?;
+            need_int(name, slots, "slots")?;
+            need_rank(name, slots, 1, "slots [T]")?;
+            let (hq, hkv) = (q.shape.dim(1).fixed(), k.shape.dim(2).fixed());
+            let heads_ok = matches!((hq, hkv), (Some(a), Some(b)) if b > 0 && a % b == 0);
+            let ok = heads_ok
+                && *q.shape.dim(0) == Dim::Fixed(1)
+                && k.shape.dim(0) == v.shape.dim(0)
+                && k.shape.dim(1) == v.shape.dim(1)
+                && k.shape.dim(2) == v.shape.dim(2)
+                && q.shape.dim(3) == k.shape.dim(3)
+                && pos.shape.dim(0) == q.shape.dim(2)
+                && slots.shape.dim(0) == q.shape.dim(2);
+            if !ok {
                 return Err(Error::graph(
                     name,
-                    format!("window must be >= 1 and softcap > 0, got {attrs:?}"),
+                    format!(
+                        "inconsistent q, k, v, q_pos, slots: {} (need q [1, Hq, T, D], k [S, Tk, Hkv, D], v [S, Tk, Hkv, Dv], q_pos [T], slots [T], Hq a multiple of Hkv)",
+                        shapes(specs)
+                    ),
                 ));
             }
-            let mut dims = q.shape.0.clone();
-            dims[3] = v.shape.dim(3).clone();
-            Ok(TensorSpec::new(q.dtype, dims))
+            attention_result(name, attrs, q, v)
         }
     }
+}
+
+/// The operand checks both attention ops share: q, k and v of one float dtype and rank 4, and
+/// integer query positions of rank 1 (`what` names each operand's layout for messages).
+fn attention_operands(
+    name: &'static str,
+    [q, k, v, pos]: [&TensorSpec; 4],
+    what: [&str; 4],
+) -> Result<()> {
+    same_dtype(name, &[q, k, v])?;
+    need_float(name, q, "q")?;
+    for (s, w) in [q, k, v].into_iter().zip(&what[..3]) {
+        need_rank(name, s, 4, w)?;
+    }
+    need_int(name, pos, "q_pos")?;
+    need_rank(name, pos, 1, what[3])
+}
+
+/// Both attention ops' attribute checks and result: q's shape with v's last axis.
+fn attention_result(
+    name: &'static str,
+    attrs: &super::op::AttentionAttrs,
+    q: &TensorSpec,
+    v: &TensorSpec,
+) -> Result<TensorSpec> {
+    if attrs.window == Some(0) || attrs.softcap.is_some_and(|c| c.is_nan() || c <= 0.0) {
+        return Err(Error::graph(
+            name,
+            format!("window must be >= 1 and softcap > 0, got {attrs:?}"),
+        ));
+    }
+    let mut dims = q.shape.0.clone();
+    dims[3] = v.shape.dim(3).clone();
+    Ok(TensorSpec::new(q.dtype, dims))
 }

@@ -10,7 +10,7 @@ mod builder;
 mod infer;
 mod op;
 
-pub use attention::decompose_attention;
+pub use attention::{decompose_attention, decompose_slot_attention};
 pub use builder::GraphBuilder;
 pub use op::{AttentionAttrs, BinaryOp, CompareOp, Op, ParamKind, ReduceOp, UnaryOp, OP_NAMES};
 
@@ -135,7 +135,7 @@ impl Graph {
     }
 
     /// For each updated state parameter, the node holding its new value (always a
-    /// [`Op::KvWrite`] whose cache operand is that parameter).
+    /// [`Op::KvWrite`] or [`Op::KvScatter`] whose cache operand is that parameter).
     pub fn state_updates(&self) -> &[(String, NodeId)] {
         &self.state_updates
     }

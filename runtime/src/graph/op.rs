@@ -255,11 +255,23 @@ pub enum Op {
         /// The sequence axis of the cache.
         axis: usize,
     },
+    /// Writes each row of `new` into its own sequence slot of a KV pool:
+    /// `(cache [S, C, ...], new [1, T, ...], slots [T] integer, pos [T] integer) -> updated cache`,
+    /// row `t` of `new` landing at `cache[slots[t], pos[t]]`, rows in order (a later row wins
+    /// where two name the same place). The cache operand must be a state parameter, updated in
+    /// place on devices that can.
+    KvScatter,
     /// Index of the largest value over the last axis of a float `(x)`, as u32.
     Argmax,
     /// Scaled dot-product attention `(q [B, Hq, Tq, D], k [B, Hkv, Tk, D], v [B, Hkv, Tk, Dv],
     /// q_pos [Tq] integer) -> [B, Hq, Tq, Dv]`. See [`AttentionAttrs`].
     Attention(AttentionAttrs),
+    /// Attention of each query over its own sequence slot of a KV pool:
+    /// `(q [1, Hq, T, D], k [S, Tk, Hkv, D], v [S, Tk, Hkv, Dv], q_pos [T] integer, slots [T]
+    /// integer) -> [1, Hq, T, Dv]`. Query `t` attends to the keys `k[slots[t], j]` (stored
+    /// positions-first, as the pool holds them), with [`AttentionAttrs`] applied at its own
+    /// position `q_pos[t]`. Defined by [`crate::graph::decompose_slot_attention`].
+    SlotAttention(AttentionAttrs),
 }
 
 /// The name of every op kind, as [`Op::name`] gives it (binary, compare, unary and reduce ops
@@ -314,11 +326,18 @@ pub const OP_NAMES: &[&str] = &[
     "cast",
     "where",
     "kv_write",
+    "kv_scatter",
     "argmax",
     "attention",
+    "slot_attention",
 ];
 
 impl Op {
+    /// Whether the op writes a state parameter (its first operand): `kv_write`, `kv_scatter`.
+    pub fn writes_state(&self) -> bool {
+        matches!(self, Op::KvWrite { .. } | Op::KvScatter)
+    }
+
     /// A short name for messages (`matmul`, `rms_norm`, ...).
     pub fn name(&self) -> &'static str {
         match self {
@@ -379,8 +398,10 @@ impl Op {
             Op::Cast { .. } => "cast",
             Op::Where => "where",
             Op::KvWrite { .. } => "kv_write",
+            Op::KvScatter => "kv_scatter",
             Op::Argmax => "argmax",
             Op::Attention(_) => "attention",
+            Op::SlotAttention(_) => "slot_attention",
         }
     }
 
@@ -403,9 +424,13 @@ impl Op {
             Op::Concat { axis } => format!("concat<axis={axis}>"),
             Op::Cast { dtype } => format!("cast<{dtype}>"),
             Op::KvWrite { axis } => format!("kv_write<axis={axis}>"),
-            Op::Attention(a) => format!(
-                "attention<scale={}, causal={}, window={:?}, softcap={:?}>",
-                a.scale, a.causal, a.window, a.softcap
+            Op::Attention(a) | Op::SlotAttention(a) => format!(
+                "{}<scale={}, causal={}, window={:?}, softcap={:?}>",
+                self.name(),
+                a.scale,
+                a.causal,
+                a.window,
+                a.softcap
             ),
             _ => self.name().to_string(),
         }

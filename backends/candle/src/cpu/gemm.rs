@@ -18,6 +18,9 @@ const NR: usize = 32;
 pub(crate) const PANEL: usize = NR;
 /// Depth of one packed slice (a `KC × NR` panel of the right operand stays in L1).
 const KC: usize = 256;
+/// Row blocks per chunk of rows: a chunk's `KC`-deep slice of A (16 × 12 rows × 256 × 4 bytes =
+/// 192 KiB) stays in L2 while the column panels pass over it.
+const MC_BLOCKS: usize = 16;
 
 /// True when `isa` has a matrix-product kernel here.
 pub(crate) fn available(isa: Isa) -> bool {
@@ -48,14 +51,16 @@ pub(crate) enum Rhs<'a> {
     Quant(super::quant::QuantMatrix<'a>),
 }
 
-/// `tile = Apᵀ·Bp` for one packed slice: `a` holds `kc × MR` values (row `k` = the MR rows' `k`-th
-/// elements), `b` holds `kc × NR`; the full `MR × NR` result is written to `tile`.
+/// `tile = Apᵀ·Bp` for one packed slice and `R` (12 or 4) rows: `a` holds `kc` groups of `MR`
+/// values (group `k` = the rows' `k`-th elements, the first `R` used), `b` holds `kc × NR`; the
+/// `R × NR` result is written to the first `R` rows of `tile`. Four-row calls finish a block's
+/// last rows, so a few rows (a batched decode step) do not pay for twelve.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn microkernel_avx512(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR]) {
+unsafe fn microkernel_avx512<const R: usize>(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32]) {
     use std::arch::x86_64::*;
-    assert!(a.len() >= kc * MR && b.len() >= kc * NR);
-    let mut c = [[_mm512_setzero_ps(); 2]; MR];
+    assert!(kc > 0 && a.len() >= (kc - 1) * MR + R && b.len() >= kc * NR && tile.len() >= R * NR);
+    let mut c = [[_mm512_setzero_ps(); 2]; R];
     for k in 0..kc {
         // SAFETY: `b` holds at least `kc * NR` values (asserted above) and `k < kc`, so both
         // 16-value loads at `k * NR` and `k * NR + 16` are in bounds.
@@ -63,7 +68,7 @@ unsafe fn microkernel_avx512(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; M
             let p = b.as_ptr().add(k * NR);
             (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)))
         };
-        let ak = &a[k * MR..k * MR + MR];
+        let ak = &a[k * MR..k * MR + R];
         for (ci, &av) in c.iter_mut().zip(ak) {
             let av = _mm512_set1_ps(av);
             ci[0] = _mm512_fmadd_ps(av, b0, ci[0]);
@@ -71,7 +76,7 @@ unsafe fn microkernel_avx512(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; M
         }
     }
     for (i, ci) in c.iter().enumerate() {
-        // SAFETY: `tile` has MR * NR values; row `i < MR` spans `i * NR .. i * NR + 32`.
+        // SAFETY: `tile` has at least R * NR values; row `i < R` spans `i * NR .. i * NR + 32`.
         unsafe {
             let p = tile.as_mut_ptr().add(i * NR);
             _mm512_storeu_ps(p, ci[0]);
@@ -80,39 +85,54 @@ unsafe fn microkernel_avx512(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; M
     }
 }
 
-/// The same tile on AVX2: four blocks of 6 rows × 16 columns, each held in 12 ymm accumulators.
+/// The same on AVX2: blocks of up to 6 rows × 16 columns, each held in at most 12 ymm
+/// accumulators (12 rows: four blocks; 4 rows: two).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn microkernel_avx2(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR]) {
-    use std::arch::x86_64::*;
-    const MH: usize = MR / 2;
+unsafe fn microkernel_avx2<const R: usize>(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32]) {
     const NH: usize = NR / 2;
-    assert!(a.len() >= kc * MR && b.len() >= kc * NR);
-    for r0 in [0, MH] {
+    assert!(kc > 0 && a.len() >= (kc - 1) * MR + R && b.len() >= kc * NR && tile.len() >= R * NR);
+    if R > 6 {
+        for r0 in (0..R).step_by(6) {
+            for c0 in [0, NH] {
+                // SAFETY: as for the whole tile; the block's rows and columns lie inside it.
+                unsafe { block_avx2::<6>(kc, &a[r0..], b, c0, &mut tile[r0 * NR..]) }
+            }
+        }
+    } else {
         for c0 in [0, NH] {
-            let mut c = [[_mm256_setzero_ps(); 2]; MH];
-            for k in 0..kc {
-                // SAFETY: `k < kc` and `c0 + 16 <= NR`, so both 8-value loads lie inside the
-                // `kc * NR` values of `b` (asserted above).
-                let (b0, b1) = unsafe {
-                    let p = b.as_ptr().add(k * NR + c0);
-                    (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
-                };
-                let ak = &a[k * MR + r0..k * MR + r0 + MH];
-                for (ci, &av) in c.iter_mut().zip(ak) {
-                    let av = _mm256_set1_ps(av);
-                    ci[0] = _mm256_fmadd_ps(av, b0, ci[0]);
-                    ci[1] = _mm256_fmadd_ps(av, b1, ci[1]);
-                }
-            }
-            for (i, ci) in c.iter().enumerate() {
-                // SAFETY: row `r0 + i < MR`, columns `c0..c0 + 16 <= NR`: inside `tile`.
-                unsafe {
-                    let p = tile.as_mut_ptr().add((r0 + i) * NR + c0);
-                    _mm256_storeu_ps(p, ci[0]);
-                    _mm256_storeu_ps(p.add(8), ci[1]);
-                }
-            }
+            // SAFETY: as above.
+            unsafe { block_avx2::<R>(kc, a, b, c0, tile) }
+        }
+    }
+}
+
+/// `H` rows × 16 columns (from `c0`) of an AVX2 tile in `2·H` ymm accumulators.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn block_avx2<const H: usize>(kc: usize, a: &[f32], b: &[f32], c0: usize, tile: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut c = [[_mm256_setzero_ps(); 2]; H];
+    for k in 0..kc {
+        // SAFETY: `k < kc` and `c0 + 16 <= NR`, so both 8-value loads lie inside the `kc * NR`
+        // values of `b` (the caller asserted it).
+        let (b0, b1) = unsafe {
+            let p = b.as_ptr().add(k * NR + c0);
+            (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+        };
+        let ak = &a[k * MR..k * MR + H];
+        for (ci, &av) in c.iter_mut().zip(ak) {
+            let av = _mm256_set1_ps(av);
+            ci[0] = _mm256_fmadd_ps(av, b0, ci[0]);
+            ci[1] = _mm256_fmadd_ps(av, b1, ci[1]);
+        }
+    }
+    for (i, ci) in c.iter().enumerate() {
+        // SAFETY: row `i < H`, columns `c0..c0 + 16 <= NR`: inside `tile` (at least H rows).
+        unsafe {
+            let p = tile.as_mut_ptr().add(i * NR + c0);
+            _mm256_storeu_ps(p, ci[0]);
+            _mm256_storeu_ps(p.add(8), ci[1]);
         }
     }
 }
@@ -208,35 +228,57 @@ unsafe fn panels_with<const AVX512: bool>(
     let kblocks = k.div_ceil(KC);
     let mut bp = vec![0f32; KC * NR];
     let mut tile = [0f32; MR * NR];
-    for p0 in (n0..n1).step_by(NR) {
-        let cols = NR.min(n1 - p0);
+    // Rows go in chunks whose depth slice of A stays in L2 while every column panel passes over
+    // it (many rows, e.g. a batch of encoder inputs, would otherwise stream A from memory once
+    // per panel). Only a weight read in place is chunked: the others would be packed (or
+    // dequantized) again for every chunk.
+    let chunk = match rhs {
+        Rhs::Packed(_) => MC_BLOCKS,
+        _ => mblocks.max(1),
+    };
+    for c0 in (0..mblocks).step_by(chunk) {
         for kb in 0..kblocks {
             let (k0, kc) = (kb * KC, KC.min(k - kb * KC));
-            // A packed weight is read in place; other operands are packed slice by slice.
-            let b: &[f32] = match rhs {
-                Rhs::Packed(w) => &w.panel(p0 / NR)[k0 * NR..(k0 + kc) * NR],
-                _ => {
-                    pack_b(rhs, p0, cols, k0, kc, &mut bp);
-                    &bp
-                }
-            };
-            for mb in 0..mblocks {
-                let a = &ap[(kb * mblocks + mb) * KC * MR..];
-                // SAFETY: the caller runs this inside a function with the instructions enabled.
-                unsafe {
-                    if AVX512 {
-                        microkernel_avx512(kc, a, b, &mut tile)
-                    } else {
-                        microkernel_avx2(kc, a, b, &mut tile)
+            for p0 in (n0..n1).step_by(NR) {
+                let cols = NR.min(n1 - p0);
+                // A packed weight is read in place; other operands are packed slice by slice.
+                let b: &[f32] = match rhs {
+                    Rhs::Packed(w) => &w.panel(p0 / NR)[k0 * NR..(k0 + kc) * NR],
+                    _ => {
+                        pack_b(rhs, p0, cols, k0, kc, &mut bp);
+                        &bp
                     }
                 };
-                for i in 0..MR.min(m - mb * MR) {
-                    let dst = &mut out[(mb * MR + i) * ldo + (p0 - n0)..][..cols];
-                    let src = &tile[i * NR..i * NR + cols];
-                    if kb == 0 {
-                        dst.copy_from_slice(src);
-                    } else {
-                        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                for mb in c0..(c0 + chunk).min(mblocks) {
+                    let a = &ap[(kb * mblocks + mb) * KC * MR..];
+                    let rows = MR.min(m - mb * MR);
+                    // SAFETY: the caller runs this inside a function with the instructions enabled.
+                    unsafe {
+                        if rows > 8 {
+                            if AVX512 {
+                                microkernel_avx512::<MR>(kc, a, b, &mut tile)
+                            } else {
+                                microkernel_avx2::<MR>(kc, a, b, &mut tile)
+                            }
+                        } else {
+                            for r0 in (0..rows).step_by(4) {
+                                let (a, t) = (&a[r0..], &mut tile[r0 * NR..]);
+                                if AVX512 {
+                                    microkernel_avx512::<4>(kc, a, b, t)
+                                } else {
+                                    microkernel_avx2::<4>(kc, a, b, t)
+                                }
+                            }
+                        }
+                    };
+                    for i in 0..rows {
+                        let dst = &mut out[(mb * MR + i) * ldo + (p0 - n0)..][..cols];
+                        let src = &tile[i * NR..i * NR + cols];
+                        if kb == 0 {
+                            dst.copy_from_slice(src);
+                        } else {
+                            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                        }
                     }
                 }
             }

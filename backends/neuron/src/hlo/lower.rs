@@ -16,8 +16,9 @@
 use super::proto::*;
 use std::collections::HashMap;
 use switchyard_runtime::{
-    graph::decompose_attention, BinaryOp, CompareOp, DType, Error, Graph, GraphBuilder, HostTensor,
-    Node, Op, ParamKind, ReduceOp, Result, Shape, TensorSpec, UnaryOp,
+    graph::{decompose_attention, decompose_slot_attention},
+    BinaryOp, CompareOp, DType, Error, Graph, GraphBuilder, HostTensor, Node, Op, ParamKind,
+    ReduceOp, Result, Shape, TensorSpec, UnaryOp,
 };
 
 /// A value of the computation being built: an instruction's id, element type and dimensions.
@@ -621,6 +622,36 @@ impl Lowering {
         )
     }
 
+    /// Row `t` of `new [1, T, ...]` into `cache [S, C, ...]` at `[slots[t], pos[t]]`: one
+    /// dynamic-update-slice per row, in row order, so a later row wins as the op defines (XLA's
+    /// `scatter` leaves the order of overlapping updates unspecified).
+    fn kv_scatter(&mut self, cache: &Val, new: &Val, slots: &Val, pos: &Val) -> Val {
+        let zero = self.scalar(PrimitiveType::S32, 0.0);
+        let mut row_dims = new.dims.clone();
+        row_dims[1] = 1;
+        let mut acc = cache.clone();
+        for t in 0..new.dims[1] {
+            let row = self.slice(new, 1, t, 1);
+            let index = |lw: &mut Self, v: &Val| {
+                let one = lw.slice(v, 0, t, 1);
+                let one = lw.reshape(&one, &[]);
+                lw.convert(&one, PrimitiveType::S32)
+            };
+            let (s, p) = (index(self, slots), index(self, pos));
+            let mut operands: Vec<&Val> = vec![&acc, &row, &s, &p];
+            let zeros = vec![zero.clone(); cache.dims.len() - 2];
+            operands.extend(zeros.iter());
+            acc = self.array(
+                "dynamic-update-slice",
+                cache.ty,
+                &cache.dims.clone(),
+                &operands,
+                |_| {},
+            );
+        }
+        acc
+    }
+
     fn gather(&mut self, table: &Val, ids: &Val, out: &[i64]) -> Val {
         let r = ids.dims.len() as i64;
         let dn = GatherDimensionNumbers {
@@ -771,8 +802,9 @@ impl Lowering {
                 self.select(&p, &a, &b)
             }
             Op::KvWrite { axis } => self.kv_write(x[0], x[1], x[2], *axis),
+            Op::KvScatter => self.kv_scatter(x[0], x[1], x[2], x[3]),
             Op::Argmax => self.argmax(x[0]),
-            Op::Attention(attrs) => {
+            Op::Attention(attrs) | Op::SlotAttention(attrs) => {
                 // Inline the decomposition that defines the op.
                 let spec_of = |v: &Val, dtype: DType| {
                     TensorSpec::new(
@@ -785,13 +817,18 @@ impl Lowering {
                     .iter()
                     .map(|i| graph.node(*i).spec.dtype)
                     .collect();
-                let mut b = GraphBuilder::new("attention");
-                let names = ["q", "k", "v", "q_pos"];
+                let mut b = GraphBuilder::new(name);
+                let names = ["q", "k", "v", "q_pos", "slots"];
                 let mut ids = Vec::new();
-                for (k, n) in names.iter().enumerate() {
+                for (k, n) in names.iter().enumerate().take(x.len()) {
                     ids.push(b.input(n, spec_of(x[k], operand_dtypes[k]))?);
                 }
-                let o = decompose_attention(&mut b, ids[0], ids[1], ids[2], ids[3], *attrs)?;
+                let o = match op {
+                    Op::SlotAttention(_) => decompose_slot_attention(
+                        &mut b, ids[0], ids[1], ids[2], ids[3], ids[4], *attrs,
+                    )?,
+                    _ => decompose_attention(&mut b, ids[0], ids[1], ids[2], ids[3], *attrs)?,
+                };
                 b.output("out", o)?;
                 let sub = b.finish()?;
                 let params: Vec<Val> = x.iter().map(|v| (*v).clone()).collect();

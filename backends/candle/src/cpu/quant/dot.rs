@@ -17,6 +17,20 @@ use switchyard_runtime::DType;
 
 /// `Σ u·s` over each group of 4 bytes: 8 lanes of i32 (lane `i` covers bytes `4i..4i+4`).
 trait IntDot {
+    /// Weight rows per tile when several activation rows share it (more with more registers).
+    const SKINNY_ROWS: usize;
+    /// Signed weights may take activations offset to unsigned (`x + 128`) with the offset's
+    /// products `128·Σw` subtracted in the integer accumulator, instead of moving signs onto the
+    /// activations per weight row (needs a dot product that cannot saturate).
+    const OFFSET_ACTS: bool;
+    /// `acc + dot(u, s)`, four products per 32-bit lane.
+    ///
+    /// # Safety
+    /// The CPU must support the instructions of the implementation.
+    #[inline(always)]
+    unsafe fn dot_acc(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, Self::dot(u, s))
+    }
     /// # Safety
     /// The CPU must support the instructions of the implementation.
     unsafe fn dot(u: __m256i, s: __m256i) -> __m256i;
@@ -26,6 +40,9 @@ trait IntDot {
 /// 127 in magnitude, so a pair stays below 32767), then pairs of those to i32.
 struct Avx2;
 impl IntDot for Avx2 {
+    const SKINNY_ROWS: usize = 2;
+    // maddubs saturates pairs of (x + 128)·w at 16 bits.
+    const OFFSET_ACTS: bool = false;
     #[inline(always)]
     unsafe fn dot(u: __m256i, s: __m256i) -> __m256i {
         _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
@@ -35,9 +52,15 @@ impl IntDot for Avx2 {
 /// AVX-512 VNNI on 256-bit vectors: one instruction.
 struct Vnni;
 impl IntDot for Vnni {
+    const SKINNY_ROWS: usize = 4;
+    const OFFSET_ACTS: bool = true;
     #[inline(always)]
     unsafe fn dot(u: __m256i, s: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+    }
+    #[inline(always)]
+    unsafe fn dot_acc(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, u, s)
     }
 }
 
@@ -145,11 +168,32 @@ unsafe fn tile32<D: IntDot, F: Format, const R: usize, const C: usize>(
             acts[c].dsum32.as_ptr()
         }
     });
+    // Signed weights against several activation rows: the activations offset once per block
+    // (`x ^ 0x80` is `x + 128` as u8), the offset's products taken off once per weight row.
+    let offset = F::SIGNED && D::OFFSET_ACTS && C > 1;
+    let k80 = _mm256_set1_epi8(-128);
+    let fold_zero = !F::SIGNED && !F::MIN && F::ZERO_CODE != 0.0 && D::OFFSET_ACTS && C > 1;
+    let zero_code = _mm256_set1_epi8(F::ZERO_CODE as i8);
     for b in 0..nb {
-        let x: [__m256i; C] =
-            std::array::from_fn(|c| _mm256_loadu_si256(qs[c].add(32 * b) as *const __m256i));
+        let x: [__m256i; C] = std::array::from_fn(|c| {
+            let v = _mm256_loadu_si256(qs[c].add(32 * b) as *const __m256i);
+            if offset {
+                _mm256_xor_si256(v, k80)
+            } else {
+                v
+            }
+        });
         let dx: [f32; C] = std::array::from_fn(|c| *d[c].add(b));
         let ex: [f32; C] = std::array::from_fn(|c| *extra[c].add(b));
+        // Unsigned codes around a zero code `z`: `Σ(u − z)·x = Σu·x − z·Σx`, the second term
+        // taken off in the integer accumulator once per activation row and block.
+        let zero_terms: [__m256i; C] = std::array::from_fn(|c| {
+            if fold_zero {
+                _mm256_sub_epi32(_mm256_setzero_si256(), D::dot(zero_code, x[c]))
+            } else {
+                _mm256_setzero_si256()
+            }
+        });
         // One prefetch per cache line of each row, not per (smaller) block.
         let fetch = b % (64 / F::BYTES).max(1) == 0;
         for r in 0..R {
@@ -159,8 +203,17 @@ unsafe fn tile32<D: IntDot, F: Format, const R: usize, const C: usize>(
             }
             let (m, o, mn) = F::scale32(p);
             let u = F::codes(p, 0);
+            let less = if offset {
+                _mm256_sub_epi32(_mm256_setzero_si256(), D::dot(k80, u))
+            } else {
+                _mm256_setzero_si256()
+            };
             for c in 0..C {
-                let prod = if F::SIGNED {
+                let prod = if offset {
+                    D::dot_acc(less, x[c], u)
+                } else if fold_zero {
+                    D::dot_acc(zero_terms[c], u, x[c])
+                } else if F::SIGNED {
                     D::dot(_mm256_sign_epi8(u, u), _mm256_sign_epi8(x[c], u))
                 } else {
                     D::dot(u, x[c])
@@ -169,7 +222,7 @@ unsafe fn tile32<D: IntDot, F: Format, const R: usize, const C: usize>(
                 acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), scale, acc[r][c]);
                 if F::MIN {
                     off[r][c] -= mn * ex[c];
-                } else if !F::SIGNED {
+                } else if !F::SIGNED && !fold_zero {
                     off[r][c] += o * ex[c];
                 }
             }
@@ -341,7 +394,9 @@ unsafe fn rows_of<D: IntDot, F: Format, const RT: usize, const CT: usize>(
 }
 
 /// Eight weight rows at a time for one activation row (decode: the rows are separate memory
-/// streams, more loads in flight); several activation rows (tests) one at a time.
+/// streams, more loads in flight); several activation rows (a batched decode step) in tiles of
+/// four activation rows by two weight rows (AVX2: 16 ymm registers) or four (VNNI: AVX-512VL's
+/// 32), each weight block loaded once for four activation rows.
 #[inline(always)]
 unsafe fn dispatch<D: IntDot, F: Format>(
     w: &QuantMatrix<'_>,
@@ -351,7 +406,13 @@ unsafe fn dispatch<D: IntDot, F: Format>(
     y: &mut [f32],
     ldy: usize,
 ) {
-    rows_of::<D, F, 8, 1>(w, acts, first, rows, y, ldy)
+    if acts.len() >= 4 && D::SKINNY_ROWS == 4 {
+        rows_of::<D, F, 4, 4>(w, acts, first, rows, y, ldy)
+    } else if acts.len() >= 4 {
+        rows_of::<D, F, 2, 4>(w, acts, first, rows, y, ldy)
+    } else {
+        rows_of::<D, F, 8, 1>(w, acts, first, rows, y, ldy)
+    }
 }
 
 #[inline(always)]

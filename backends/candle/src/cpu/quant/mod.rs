@@ -3,7 +3,9 @@
 //! Decoding (one activation row) is computed the way llama.cpp computes it: the row is
 //! quantized once per call in the format the weight type pairs with ([`act`]), and every weight
 //! row is dotted with it in integer arithmetic straight from its stored blocks ([`dot`]), eight
-//! rows at a time, split over the compute threads. Prompts (many rows) dequantize each weight
+//! rows at a time, split over the compute threads; a few rows (a batched decode step, up to
+//! [`SKINNY_ROWS`]) the same way, each weight block dotted with four rows while it is loaded.
+//! Prompts (many rows) dequantize each weight
 //! slice into the f32 matrix product ([`dequant`], [`super::gemm`]): every slice serves many
 //! rows there, and the f32 kernel outruns integer dot products; it also rounds the activations
 //! less (the logits differ from llama.cpp's by less than llama.cpp's own rounding costs it).
@@ -68,6 +70,10 @@ pub(crate) fn matmul(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut
             return false;
         }
         assert!(x.len() == m * w.k && y.len() == m * w.n);
+        if m > 1 && m <= skinny_rows() {
+            skinny(isa, x, m, w, y);
+            return true;
+        }
         if m > 1 {
             // Prompts: weight slices dequantized into the f32 matrix product, which outruns
             // integer dot products once every slice serves many rows.
@@ -92,6 +98,55 @@ pub(crate) fn matmul(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut
     {
         let _ = (isa, x, m, w, y);
         false
+    }
+}
+
+/// Most activation rows that take the integer dot products (a batched decode step: every weight
+/// row read once for all of them); more rows take the dequantized GEMM, whose cost per row falls
+/// as the rows grow. `SWITCHYARD_SKINNY_ROWS` overrides it (for measuring the crossover).
+pub(crate) fn skinny_rows() -> usize {
+    static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ROWS.get_or_init(|| {
+        std::env::var("SWITCHYARD_SKINNY_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(SKINNY_ROWS)
+    })
+}
+
+/// The default of [`skinny_rows`].
+pub(crate) const SKINNY_ROWS: usize = 16;
+
+/// [`matmul`] for a few activation rows: each is quantized once, and each thread takes whole
+/// groups of weight rows and dots every activation row with them while they are in cache.
+#[cfg(target_arch = "x86_64")]
+fn skinny(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut [f32]) {
+    let f = act_format(w.dtype);
+    let acts: Vec<act::QActs> = x.chunks(w.k).map(|r| act::quantize(r, f)).collect();
+    let threads = super::worker_threads();
+    // The products land transposed (`[n, m]`, one contiguous part per group of weight rows),
+    // then turn into `[m, n]`.
+    let mut yt = vec![0f32; w.n * m];
+    let part = |first: usize, out: &mut [f32]| {
+        let rows = out.len() / m;
+        let mut local = vec![0f32; rows * m];
+        dot::dot_rows(isa, w, &acts, first, rows, &mut local, rows);
+        for c in 0..m {
+            for i in 0..rows {
+                out[i * m + c] = local[c * rows + i];
+            }
+        }
+    };
+    if threads == 1 || w.bytes.len() < 32 * 1024 {
+        part(0, &mut yt);
+    } else {
+        let chunk = w.n.div_ceil(threads * 4).next_multiple_of(8);
+        super::par_chunks_mut(&mut yt, chunk * m, |i, out| part(i * chunk, out));
+    }
+    for i in 0..w.n {
+        for c in 0..m {
+            y[c * w.n + i] = yt[i * m + c];
+        }
     }
 }
 
@@ -237,9 +292,9 @@ pub(crate) mod tests {
     /// quantized (`x̂`), except that a q4_1/q5_1 block's minimum multiplies the activations'
     /// stored f16 sum `s` instead of `d · Σq`. Against that in f64 the only error is f32 rounding
     /// of the per-group scale products and the running sum, a few 2⁻²⁴ per group on terms as
-    /// large as `|x̂|·(|w| + max|w| of the block)` (offset formats subtract one such term). Several
-    /// activation rows (prompts) take the dequantized f32 path instead and are held to f32
-    /// accumulation. Every kernel variant this CPU runs, every GGUF type, random blocks and
+    /// large as `|x̂|·(|w| + max|w| of the block)` (offset formats subtract one such term). Up to
+    /// [`SKINNY_ROWS`] activation rows (a batched decode step) are held to the same products; more
+    /// (prompts) take the dequantized f32 path instead and are held to f32 accumulation. Every kernel variant this CPU runs, every GGUF type, random blocks and
     /// checkpoint-like weights, activations with massive channels.
     #[test]
     fn integer_dots_compute_llamacpps_products() {
@@ -257,6 +312,11 @@ pub(crate) mod tests {
                 (67, 1536, 1, true),
                 (13, 512, 5, false),
                 (19, 768, 3, true),
+                // A batched decode step: tiles of four activation rows, and the remainders.
+                (21, 256, 16, true),
+                (9, 256, 6, false),
+                // More rows than a skinny batch: the dequantized GEMM.
+                (11, 512, SKINNY_ROWS + 4, false),
             ] {
                 let per_row = k / dtype.block_len();
                 let bytes = if real {
@@ -288,7 +348,7 @@ pub(crate) mod tests {
                 for &isa in &variants {
                     let mut y = vec![f32::NAN; m * n];
                     assert!(matmul(isa, &x, m, &w, &mut y));
-                    if m > 1 {
+                    if m > skinny_rows() {
                         // Prompts: the dequantized weights times the f32 activations, within
                         // f32 accumulation over k terms (k·2⁻²³ of Σ|w·x|).
                         for c in 0..m {
