@@ -5,11 +5,11 @@ use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::graph::kv_state_name;
 use crate::plan::{plan_executables, EngineOptions, EntryKind, ExecutablePlan, Shapes};
-use crate::upload::{load_weight, quantized_weights};
+use crate::upload::{load_weight, quantized_weights, upload_declared};
 use crate::weights::WeightSource;
 use std::time::{Duration, Instant};
 use switchyard_runtime::{
-    DType, Device, DeviceBuffer, Executable, ExecuteArgs, HostTensor, ParamKind, WeightPlan,
+    DType, Device, DeviceBuffer, Executable, ExecuteArgs, HostTensor, ParamKind,
 };
 
 /// What one call reads back.
@@ -30,7 +30,7 @@ enum Step {
 /// Where one argument of an executable comes from, resolved from its signature when the engine
 /// is built: a step passes buffers by position and compares no names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
+pub(crate) enum Slot {
     /// The engine's weight set, at this index.
     Weight(usize),
     /// The step's token ids.
@@ -39,24 +39,28 @@ enum Slot {
     Positions,
     /// The prompt's last real row (prefill).
     LastIndex,
+    /// Each token's sequence slot (pool steps).
+    SequenceSlots,
+    /// The tokens whose logits are wanted (pool steps).
+    Rows,
 }
 
 /// An executable with its arguments and outputs resolved to positions once.
-struct BoundExecutable<E> {
-    exe: E,
+pub(crate) struct BoundExecutable<E> {
+    pub(crate) exe: E,
     /// One per non-state parameter, in signature order.
-    inputs: Vec<Slot>,
+    pub(crate) inputs: Vec<Slot>,
     /// One per state parameter, in signature order: the index of the buffer in a session's cache.
-    states: Vec<usize>,
+    pub(crate) states: Vec<usize>,
     /// Position of the `logits` output.
-    logits: usize,
+    pub(crate) logits: usize,
     /// Position of the `next_token` output.
-    next_token: usize,
+    pub(crate) next_token: usize,
 }
 
 impl<E: Executable> BoundExecutable<E> {
     /// Resolves `exe`'s parameters against the engine's weight names and the cache's state names.
-    fn new(exe: E, weights: &[String], states: &[String]) -> Result<Self> {
+    pub(crate) fn new(exe: E, weights: &[String], states: &[String]) -> Result<Self> {
         let sig = exe.signature().clone();
         let unknown = |what: &str, name: &str| {
             ModelError::Runtime(switchyard_runtime::Error::exec(
@@ -83,6 +87,8 @@ impl<E: Executable> BoundExecutable<E> {
                     "tokens" => Slot::Tokens,
                     "positions" => Slot::Positions,
                     "last_index" => Slot::LastIndex,
+                    "slots" => Slot::SequenceSlots,
+                    "rows" => Slot::Rows,
                     other => return Err(unknown("input", other)),
                 }),
             }
@@ -116,17 +122,21 @@ struct StepInputs<B> {
 /// A model ready to run on device `D`: weights uploaded once, prefill and decode graphs compiled
 /// once. Sessions ([`Session`]) hold the per-conversation KV cache, so one engine serves many.
 pub struct Engine<D: Device> {
-    device: D,
-    config: ModelConfig,
-    compute: DType,
+    pub(crate) device: D,
+    pub(crate) config: ModelConfig,
+    pub(crate) compute: DType,
+    /// The options it was built with (a batch's pool follows them).
+    pub(crate) options: EngineOptions,
     max_context: usize,
     /// KV-cache positions: the context, plus room for a padded last prefill chunk.
     cache_len: usize,
     shapes: Shapes,
     /// The weight set: uploaded once, bound to every executable by position.
-    weights: Vec<D::Buffer>,
+    pub(crate) weights: Vec<D::Buffer>,
+    /// The weights' names, in the weight set's order.
+    pub(crate) weight_names: Vec<String>,
     /// The cache's state names, in the order a session holds its buffers.
-    state_names: Vec<String>,
+    pub(crate) state_names: Vec<String>,
     /// One per bucket on static devices, one in all on dynamic ones.
     prefill: Vec<BoundExecutable<D::Executable>>,
     decode: Vec<BoundExecutable<D::Executable>>,
@@ -134,7 +144,7 @@ pub struct Engine<D: Device> {
     compile_time: Duration,
     weight_bytes: usize,
     /// Weights kept block-quantized, with their types.
-    quantized: std::collections::BTreeMap<String, DType>,
+    pub(crate) quantized: std::collections::BTreeMap<String, DType>,
 }
 
 /// One conversation's state on the device: the KV cache, how many positions it holds, and (on
@@ -188,39 +198,10 @@ impl<D: Device> Engine<D> {
         let prefill_graph = &executables[0].graph;
 
         let start = Instant::now();
-        let plans: Vec<WeightPlan> = prefill_graph
-            .signature()
-            .params
-            .into_iter()
-            .filter(|p| p.kind == ParamKind::Weight)
-            .map(|p| WeightPlan {
-                uses: prefill_graph.uses_of(prefill_graph.param(&p.name).expect("declared")),
-                name: p.name,
-                spec: p.spec,
-            })
-            .collect();
-        let mut weight_bytes = 0;
-        // The loader's own errors (missing tensor, shape) are kept here and reported as they are.
-        let mut load_error: Option<ModelError> = None;
-        let mut fetch = |i: usize| -> switchyard_runtime::Result<HostTensor> {
-            let p = &plans[i];
-            match load_weight(source, config.arch, &p.name, &p.spec) {
-                Ok(host) => {
-                    weight_bytes += host.as_bytes().len();
-                    Ok(host)
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    load_error = Some(e);
-                    Err(switchyard_runtime::Error::exec("load", message))
-                }
-            }
-        };
-        let uploaded = match device.upload_weights(&plans, &mut fetch) {
-            Ok(buffers) => buffers,
-            Err(e) => return Err(load_error.unwrap_or(ModelError::Runtime(e))),
-        };
-        let weight_names: Vec<String> = plans.into_iter().map(|p| p.name).collect();
+        let (uploaded, weight_names, weight_bytes) =
+            upload_declared(&device, prefill_graph, |name, spec| {
+                load_weight(source, config.arch, name, spec)
+            })?;
         let state_names: Vec<String> = (0..config.num_layers)
             .flat_map(|l| ['k', 'v'].map(|w| kv_state_name(l, w)))
             .collect();
@@ -249,6 +230,8 @@ impl<D: Device> Engine<D> {
             device,
             config: config.clone(),
             compute,
+            options: options.clone(),
+            weight_names,
             max_context,
             cache_len,
             shapes,
@@ -457,6 +440,11 @@ impl<D: Device> Engine<D> {
                     .last_index
                     .as_ref()
                     .expect("only prefill graphs take last_index, and prefill sets it"),
+                Slot::SequenceSlots | Slot::Rows => {
+                    unreachable!(
+                        "only pool graphs take slots and rows, and sessions never run them"
+                    )
+                }
             });
         }
         let mut cache: Vec<Option<&mut D::Buffer>> = session.cache.iter_mut().map(Some).collect();

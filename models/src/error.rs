@@ -115,6 +115,16 @@ pub enum ModelError {
         /// Context length.
         max_context: usize,
     },
+    /// An encoder input is longer than the model takes and truncation is off.
+    #[error("input {index} has {tokens} tokens but the model takes at most {max_tokens} (truncation is off)")]
+    InputTooLong {
+        /// Which input (0-based).
+        index: usize,
+        /// Its length in tokens.
+        tokens: usize,
+        /// The model's limit.
+        max_tokens: usize,
+    },
     /// A generation or load option has a nonsensical value.
     #[error("invalid {option}: {message}")]
     InvalidOption {
@@ -122,6 +132,12 @@ pub enum ModelError {
         option: &'static str,
         /// What is allowed.
         message: String,
+    },
+    /// Every slot of a batch holds a sequence.
+    #[error("all {slots} slots of the batch hold a sequence: finish or cancel one first")]
+    NoFreeSlot {
+        /// Slots in the batch.
+        slots: usize,
     },
     /// The runtime or the device failed.
     #[error(transparent)]

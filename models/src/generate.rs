@@ -106,16 +106,26 @@ pub struct Generation {
 
 /// Turns generated tokens into streamed text, holding back anything that may be the start of a
 /// stop string.
-struct Streamer<'a> {
+pub(crate) struct Streamer<'a> {
     stream: Option<crate::tokenizer::TextStream<'a>>,
-    text: String,
+    pub(crate) text: String,
     emitted: usize,
-    stops: &'a [String],
+    stops: Vec<String>,
 }
 
-impl Streamer<'_> {
+impl<'a> Streamer<'a> {
+    /// A streamer over `tokenizer` (none: no text) holding back prefixes of `stops`.
+    pub(crate) fn new(tokenizer: Option<&'a Tokenizer>, stops: Vec<String>) -> Self {
+        Streamer {
+            stream: tokenizer.map(|t| t.stream(true)),
+            text: String::new(),
+            emitted: 0,
+            stops,
+        }
+    }
+
     /// Adds a token; returns the text safe to show now and whether a stop string was found.
-    fn push(&mut self, id: u32) -> Result<(String, bool)> {
+    pub(crate) fn push(&mut self, id: u32) -> Result<(String, bool)> {
         let Some(stream) = self.stream.as_mut() else {
             return Ok((String::new(), false));
         };
@@ -135,7 +145,7 @@ impl Streamer<'_> {
         }
         // Hold back the longest suffix that begins some stop string.
         let mut safe = self.text.len();
-        for s in self.stops {
+        for s in &self.stops {
             for (i, _) in self.text.char_indices().rev().take(s.chars().count()) {
                 if s.starts_with(&self.text[i..]) {
                     safe = safe.min(i);
@@ -150,7 +160,7 @@ impl Streamer<'_> {
 
     /// The rest of the text at the end of generation (held-back bytes of an incomplete
     /// character included, as U+FFFD).
-    fn flush(&mut self) -> Result<String> {
+    pub(crate) fn flush(&mut self) -> Result<String> {
         if let Some(rest) = self
             .stream
             .as_mut()
@@ -210,12 +220,7 @@ pub fn generate<D: Device>(
             });
         }
     }
-    let mut streamer = Streamer {
-        stream: tokenizer.map(|t| t.stream(true)),
-        text: String::new(),
-        emitted: 0,
-        stops: &options.stop_strings,
-    };
+    let mut streamer = Streamer::new(tokenizer, options.stop_strings.clone());
     let mut timings = Timings {
         prompt_tokens: prompt_ids.len(),
         ..Default::default()
@@ -223,7 +228,7 @@ pub fn generate<D: Device>(
     // Greedy decoding without a penalty needs only the argmax, which the device computes: read
     // back one id per token instead of the logits.
     let on_device_greedy = options.sampling.temperature == 0.0
-        && options.sampling.repetition_penalty == 1.0
+        && options.sampling.unpenalized()
         && !options.return_prompt_logits;
     enum Next {
         Logits(Vec<f32>),
@@ -247,7 +252,7 @@ pub fn generate<D: Device>(
             break StopReason::MaxTokens;
         }
         let next = match &next_step {
-            Next::Logits(logits) => sampler.sample(logits, &context)?,
+            Next::Logits(logits) => sampler.sample_after(logits, &context, &generated)?,
             Next::Token(t) => *t,
         };
         if generated.is_empty() {

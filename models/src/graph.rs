@@ -15,6 +15,14 @@
 //!   size on static ones), and `t` (prefill only; fixed to 1 for decode);
 //! - outputs `logits` f32 `[1, vocab]` and `next_token` u32 `[1]` (its argmax, so greedy decoding
 //!   can read back one id instead of the logits).
+//!
+//! The pool entry ([`Entry::Pool`]) advances many sequences in one call, each in its own slot of
+//! a KV pool, like llama.cpp's per-token sequence ids: inputs `tokens` u32 `[1, t]`,
+//! `positions` i32 `[t]` and `slots` i32 `[t]` (token `i` belongs to the sequence in slot
+//! `slots[i]` at position `positions[i]`: one prompt chunk is a run of one slot, a batched decode
+//! step one token per slot, and a step may hold both), `rows` u32 `[r]` (the tokens whose logits
+//! are wanted); state `kv.{layer}.{k,v}` `[slots, cache_len, kv_heads, head_dim]`, each token
+//! written at its own slot and position; outputs `logits` `[r, vocab]` and `next_token` `[r]`.
 
 use crate::config::{Activation, Arch, ModelConfig};
 use crate::error::{ModelError, Result};
@@ -33,6 +41,13 @@ pub enum Entry {
     },
     /// One token per call.
     Decode,
+    /// Tokens of many sequences per call, each in its own slot of a KV pool.
+    Pool {
+        /// Largest number of tokens per call.
+        max_tokens: usize,
+        /// Slots in the pool (the state's first axis).
+        slots: usize,
+    },
 }
 
 /// How to build a graph.
@@ -60,6 +75,8 @@ struct Builder<'a> {
     dt: DType,
     t: Dim,
     quantized: &'a std::collections::BTreeMap<String, DType>,
+    /// The pool entry: the `slots` input and the pool's number of slots.
+    pool: Option<(NodeId, usize)>,
 }
 
 impl Builder<'_> {
@@ -208,26 +225,43 @@ impl Builder<'_> {
             let kh = self.b.rope(kh, cos, sin, false)?;
             k = self.swap_seq_heads(kh)?;
         }
-        let cache_spec = TensorSpec::new(self.dt, [1, cache_len, hkv, d]);
+        let slots = self.pool.map_or(1, |(_, n)| n);
+        let cache_spec = TensorSpec::new(self.dt, [slots, cache_len, hkv, d]);
         let (kname, vname) = (kv_state_name(i, 'k'), kv_state_name(i, 'v'));
         let kc = self.b.state(&kname, cache_spec.clone())?;
         let vc = self.b.state(&vname, cache_spec)?;
-        let kw = self.b.kv_write(kc, k, write_pos, 1)?;
-        let vw = self.b.kv_write(vc, v, write_pos, 1)?;
+        let (kw, vw) = match self.pool {
+            Some((slot_ids, _)) => (
+                self.b.kv_scatter(kc, k, slot_ids, positions)?,
+                self.b.kv_scatter(vc, v, slot_ids, positions)?,
+            ),
+            None => (
+                self.b.kv_write(kc, k, write_pos, 1)?,
+                self.b.kv_write(vc, v, write_pos, 1)?,
+            ),
+        };
         self.b.update_state(&kname, kw)?;
         self.b.update_state(&vname, vw)?;
         let kv_len = Dim::sym("kv_len", cache_len);
         let ks = self.b.slice(kw, 1, 0, kv_len.clone())?;
-        let ks = self.swap_seq_heads(ks)?;
         let vs = self.b.slice(vw, 1, 0, kv_len)?;
-        let vs = self.swap_seq_heads(vs)?;
         let attrs = AttentionAttrs {
             scale: c.attn_scale,
             causal: true,
             window: c.layer_windows[i],
             softcap: c.attn_softcap,
         };
-        let a = self.b.attention(q, ks, vs, positions, attrs)?;
+        let a = match self.pool {
+            // The pool is read positions-first, in place, each query in its own slot.
+            Some((slot_ids, _)) => self
+                .b
+                .slot_attention(q, ks, vs, positions, slot_ids, attrs)?,
+            None => {
+                let ks = self.swap_seq_heads(ks)?;
+                let vs = self.swap_seq_heads(vs)?;
+                self.b.attention(q, ks, vs, positions, attrs)?
+            }
+        };
         let a = self.b.transpose(a, &[0, 2, 1, 3])?;
         let a = self
             .b
@@ -312,6 +346,20 @@ pub fn embedding_name(arch: Arch) -> &'static str {
     }
 }
 
+/// The smallest graph declaring every weight the model's graphs read (the decode entry in f32
+/// with a one-position cache and no quantized weights): what weight listings and checks walk.
+pub fn weight_graph(cfg: &ModelConfig) -> Result<Graph> {
+    build_graph(
+        cfg,
+        &GraphOptions {
+            entry: Entry::Decode,
+            compute: DType::F32,
+            cache_len: 1,
+            quantized: Default::default(),
+        },
+    )
+}
+
 /// Builds the graph of `entry` for `cfg`.
 pub fn build_graph(cfg: &ModelConfig, opts: &GraphOptions) -> Result<Graph> {
     if opts.cache_len == 0 {
@@ -333,6 +381,7 @@ fn build(cfg: &ModelConfig, opts: &GraphOptions) -> RtResult<Graph> {
     let (t, name) = match opts.entry {
         Entry::Prefill { max_tokens } => (Dim::sym("t", max_tokens.max(1)), "prefill"),
         Entry::Decode => (Dim::Fixed(1), "decode"),
+        Entry::Pool { max_tokens, .. } => (Dim::sym("t", max_tokens.max(1)), "pool"),
     };
     let mut s = Builder {
         b: GraphBuilder::new(format!("{}.{name}", cfg.arch)),
@@ -340,6 +389,7 @@ fn build(cfg: &ModelConfig, opts: &GraphOptions) -> RtResult<Graph> {
         dt: opts.compute,
         t: t.clone(),
         quantized: &opts.quantized,
+        pool: None,
     };
     let (h, v) = (cfg.hidden_size, cfg.vocab_size);
     let tokens = s.b.input(
@@ -350,6 +400,13 @@ fn build(cfg: &ModelConfig, opts: &GraphOptions) -> RtResult<Graph> {
         s.b.input("positions", TensorSpec::new(DType::I32, vec![t.clone()]))?;
     let last_index = match opts.entry {
         Entry::Prefill { .. } => Some(s.b.input("last_index", TensorSpec::new(DType::U32, [1]))?),
+        Entry::Pool { max_tokens, slots } => {
+            let ids =
+                s.b.input("slots", TensorSpec::new(DType::I32, vec![t.clone()]))?;
+            s.pool = Some((ids, slots));
+            let r = Dim::sym("r", max_tokens.max(1));
+            Some(s.b.input("rows", TensorSpec::new(DType::U32, vec![r]))?)
+        }
         Entry::Decode => None,
     };
     let embed = s.weight(embedding_name(cfg.arch), &[v, h])?;

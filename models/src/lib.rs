@@ -24,10 +24,12 @@
 //! ```
 #![warn(missing_docs)]
 
+mod batch;
 mod builtin;
 mod chat;
 mod checkpoint;
 mod config;
+mod encoder;
 mod engine;
 mod error;
 mod generate;
@@ -36,25 +38,34 @@ mod graph;
 mod hub;
 mod model;
 mod plan;
+mod pool_plan;
 mod rope;
 mod sampling;
 mod tokenizer;
 mod upload;
 mod weights;
 
+pub use batch::{Batch, SequenceId, SequenceParams, StepStats, TokenEvent};
 pub use builtin::{builtin_config, RandomWeights, BUILTIN_MODELS};
 pub use chat::{ChatMessage, TokenizerConfig};
 pub use checkpoint::Checkpoint;
 pub use config::{Activation, Arch, ModelConfig};
+pub use encoder::{
+    build_encoder_graph, Embedder, EmbedderOptions, EncoderActivation, EncoderArch, EncoderConfig,
+    EncoderGraphOptions, EncoderModel, Pooling, SentenceConfig, DEFAULT_MAX_BATCH,
+};
 pub use engine::{Engine, Session};
 pub use error::{ModelError, Result};
 pub use generate::{generate, GenerateOptions, Generation, StopReason, Timings};
-pub use graph::{build_graph, embedding_name, kv_state_name, Entry, GraphOptions};
+pub use graph::{build_graph, embedding_name, kv_state_name, weight_graph, Entry, GraphOptions};
 pub use hub::{cached_snapshot, hub_cache_dir, resolve_model, resolve_model_with};
 pub use model::{GenerationConfig, Model};
 pub use plan::{
     plan_executables, EngineOptions, EntryKind, ExecutablePlan, PlannedExecutable, Shapes,
     DEFAULT_MAX_CONTEXT, DEFAULT_PREFILL_CHUNK,
+};
+pub use pool_plan::{
+    plan_pool, slot_bytes, BatchOptions, PoolExecutable, PoolPlan, PoolShapes, DEFAULT_MAX_SLOTS,
 };
 pub use rope::{Rope, RopeScaling};
 pub use sampling::{argmax, Sampler, SamplingParams};

@@ -19,6 +19,12 @@ pub struct SamplingParams {
     /// Penalize tokens already in the context: positive logits divided, negative multiplied
     /// (1: off).
     pub repetition_penalty: f32,
+    /// Subtracted once from the logit of every token already generated (OpenAI's
+    /// `presence_penalty`, in [-2, 2]; 0: off).
+    pub presence_penalty: f32,
+    /// Subtracted from a token's logit once per time it was generated (OpenAI's
+    /// `frequency_penalty`, in [-2, 2]; 0: off).
+    pub frequency_penalty: f32,
     /// Seed of the random source.
     pub seed: u64,
 }
@@ -31,6 +37,8 @@ impl Default for SamplingParams {
             top_p: 1.0,
             min_p: 0.0,
             repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: 0,
         }
     }
@@ -66,7 +74,22 @@ impl SamplingParams {
                 &format!("{} must be a finite number > 0", self.repetition_penalty),
             );
         }
+        for (option, v) in [
+            ("--presence-penalty", self.presence_penalty),
+            ("--frequency-penalty", self.frequency_penalty),
+        ] {
+            if !(-2.0..=2.0).contains(&v) {
+                return bad(option, &format!("{v} must be in [-2, 2]"));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the logits are used as they are (no penalty changes them).
+    pub fn unpenalized(&self) -> bool {
+        self.repetition_penalty == 1.0
+            && self.presence_penalty == 0.0
+            && self.frequency_penalty == 0.0
     }
 }
 
@@ -86,8 +109,20 @@ impl Sampler {
         })
     }
 
-    /// The next token given `logits` and the tokens so far (`context`, for the penalty).
+    /// The next token given `logits` and the tokens so far (`context`, for the repetition
+    /// penalty; presence and frequency penalties see no generated tokens).
     pub fn sample(&mut self, logits: &[f32], context: &[u32]) -> Result<u32> {
+        self.sample_after(logits, context, &[])
+    }
+
+    /// [`Sampler::sample`] with the tokens generated so far (`generated`, the tail of
+    /// `context`) for the presence and frequency penalties.
+    pub fn sample_after(
+        &mut self,
+        logits: &[f32],
+        context: &[u32],
+        generated: &[u32],
+    ) -> Result<u32> {
         if logits.is_empty() {
             return Err(ModelError::InvalidOption {
                 option: "logits",
@@ -114,6 +149,17 @@ impl Sampler {
                             *v * self.params.repetition_penalty
                         };
                     }
+                }
+            }
+        }
+        if self.params.presence_penalty != 0.0 || self.params.frequency_penalty != 0.0 {
+            let mut counts = std::collections::HashMap::<u32, f32>::new();
+            for &t in generated {
+                *counts.entry(t).or_default() += 1.0;
+            }
+            for (t, n) in counts {
+                if let Some(v) = l.get_mut(t as usize) {
+                    *v -= self.params.presence_penalty + self.params.frequency_penalty * n;
                 }
             }
         }
@@ -188,6 +234,21 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.sample(&[0.1, 3.0, 2.9], &[1]).unwrap(), 2);
+        // Presence 0.05 + frequency 0.05 per repeat: token 1 generated twice loses 0.15 and
+        // falls below token 2; once (0.1) it still leads by 0.1 - 0.1 = 0 (first on ties).
+        let mut s = Sampler::new(SamplingParams {
+            presence_penalty: 0.05,
+            frequency_penalty: 0.05,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            s.sample_after(&[0.1, 3.0, 2.9], &[1, 1], &[1, 1]).unwrap(),
+            2
+        );
+        assert_eq!(s.sample_after(&[0.1, 3.0, 2.8], &[1], &[1]).unwrap(), 1);
+        // The prompt (context without generated tokens) is not penalized.
+        assert_eq!(s.sample_after(&[0.1, 3.0, 2.9], &[1, 1], &[]).unwrap(), 1);
     }
 
     #[test]
@@ -262,6 +323,11 @@ mod tests {
             ..Default::default()
         })
         .contains("--repetition-penalty"));
+        assert!(e(SamplingParams {
+            frequency_penalty: 2.5,
+            ..Default::default()
+        })
+        .contains("--frequency-penalty"));
         let mut s = Sampler::new(SamplingParams::default()).unwrap();
         assert!(s
             .sample(&[0.0, f32::NAN], &[])

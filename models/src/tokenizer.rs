@@ -19,6 +19,58 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
+/// Checks what the `tokenizers` crate takes on trust from a file and panics on later: every
+/// special token a template names is among its `special_tokens`, with as many ids as tokens.
+fn check_post_processor(p: &serde_json::Value, at: &str) -> std::result::Result<(), String> {
+    use serde_json::Value;
+    match p.get("type").and_then(Value::as_str) {
+        Some("TemplateProcessing") => {
+            let specials = p.get("special_tokens").and_then(Value::as_object);
+            for (name, t) in specials.into_iter().flatten() {
+                let len = |k: &str| t.get(k).and_then(Value::as_array).map(Vec::len);
+                if len("ids") != len("tokens") {
+                    return Err(format!(
+                        "{at}.special_tokens.{name}: 'ids' and 'tokens' differ in length"
+                    ));
+                }
+            }
+            for key in ["single", "pair"] {
+                let named: Vec<String> = match p.get(key) {
+                    Some(Value::Array(pieces)) => pieces
+                        .iter()
+                        .filter_map(|piece| piece.get("SpecialToken")?.get("id")?.as_str())
+                        .map(str::to_string)
+                        .collect(),
+                    // The string form: `[CLS] $A [SEP]`, special tokens as words (`:n` a type id).
+                    Some(Value::String(t)) => t
+                        .split_whitespace()
+                        .filter(|w| !w.starts_with('$'))
+                        .map(|w| w.split(':').next().unwrap_or(w).to_string())
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                if let Some(missing) = named
+                    .iter()
+                    .find(|n| !specials.is_some_and(|m| m.contains_key(n.as_str())))
+                {
+                    return Err(format!(
+                        "{at}.{key}: special token '{missing}' is not in {at}.special_tokens"
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Some("Sequence") => {
+            let list = p.get("processors").and_then(Value::as_array);
+            for (i, q) in list.into_iter().flatten().enumerate() {
+                check_post_processor(q, &format!("{at}.processors[{i}]"))?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Tokenizer {
     /// Loads `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Tokenizer> {
@@ -32,6 +84,9 @@ impl Tokenizer {
         // decoder) instead of returning an error; from a parsed value those cannot occur.
         let json: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| err(format!("not valid JSON: {e}")))?;
+        if let Some(p) = json.get("post_processor") {
+            check_post_processor(p, "post_processor").map_err(err)?;
+        }
         let inner: tokenizers::Tokenizer =
             serde_json::from_value(json).map_err(|e| err(e.to_string()))?;
         Ok(Tokenizer::from_inner(inner, path))
@@ -102,6 +157,31 @@ impl Tokenizer {
             .map_err(|e| self.err(e))?
             .get_ids()
             .to_vec())
+    }
+
+    /// The same tokenizer cutting every encoding to `max_length` tokens (special tokens
+    /// included, as the model sees them): what an encoder's inputs go through.
+    pub fn truncating(&self, max_length: usize) -> Result<Tokenizer> {
+        let mut inner = self.inner.clone();
+        inner
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length,
+                ..Default::default()
+            }))
+            .map_err(|e| self.err(e))?;
+        Ok(Tokenizer {
+            inner,
+            file: self.file.clone(),
+            byte_fallback: self.byte_fallback,
+            special: self.special.clone(),
+        })
+    }
+
+    /// Token ids of `text` with special tokens, and whether truncation (see
+    /// [`Tokenizer::truncating`]) cut any off.
+    pub fn encode_truncated(&self, text: &str) -> Result<(Vec<u32>, bool)> {
+        let enc = self.inner.encode(text, true).map_err(|e| self.err(e))?;
+        Ok((enc.get_ids().to_vec(), !enc.get_overflowing().is_empty()))
     }
 
     /// Text of `ids`.
@@ -225,6 +305,45 @@ impl TextStream<'_> {
 #[cfg(test)]
 mod fuzz_regressions {
     use super::*;
+
+    /// Found by fuzz/run.sh (tokenizer_files, from the BERT fixture's tokenizer): a template
+    /// naming a special token its `special_tokens` lacks loaded, and encoding panicked inside
+    /// the tokenizers crate. Such files are refused at load, naming the field.
+    #[test]
+    fn a_template_naming_an_unknown_special_token_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        let specials = r#"{"[CLS]":{"id":"[CLS]","ids":[0],"tokens":["[CLS]"]}}"#;
+        for (single, specials, field) in [
+            (
+                r#"[{"SpecialToken":{"id":"[SEP]","type_id":0}},{"Sequence":{"id":"A","type_id":0}}]"#,
+                specials,
+                "post_processor.single",
+            ),
+            (r#""[CLS] $A [SEP]""#, specials, "post_processor.single"),
+            (
+                r#""[CLS] $A""#,
+                r#"{"[CLS]":{"id":"[CLS]","ids":[0,1],"tokens":["[CLS]"]}}"#,
+                "post_processor.special_tokens.[CLS]",
+            ),
+        ] {
+            std::fs::write(
+                &path,
+                format!(
+                    r###"{{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,"pre_tokenizer":null,"post_processor":{{"type":"TemplateProcessing","single":{single},"pair":"$A $B","special_tokens":{specials}}},"decoder":null,"model":{{"type":"WordPiece","unk_token":"[UNK]","continuing_subword_prefix":"##","max_input_chars_per_word":100,"vocab":{{"[CLS]":0,"[UNK]":1,"a":2}}}}}}"###
+                ),
+            )
+            .unwrap();
+            let e = Tokenizer::from_file(&path)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("tokenizer.json") && e.contains(field),
+                "{single}: {e}"
+            );
+        }
+    }
 
     /// Found by fuzz/run.sh (tokenizer_files): a syntax error, or an escape that is not a
     /// Unicode code point, inside the `decoder` object made the tokenizers crate panic

@@ -3,9 +3,9 @@
 
 use crate::config::{Arch, ModelConfig};
 use crate::error::{ModelError, Result};
-use crate::graph::{build_graph, Entry, GraphOptions};
+use crate::graph::weight_graph;
 use crate::weights::WeightSource;
-use switchyard_runtime::{DType, HostTensor, ParamKind};
+use switchyard_runtime::{DType, Device, Graph, HostTensor, ParamKind, TensorSpec, WeightPlan};
 
 /// Reads weight `name` from `source`, checks its shape against `spec` and converts it to the
 /// spec's dtype.
@@ -15,13 +15,26 @@ pub(crate) fn load_weight(
     name: &str,
     spec: &switchyard_runtime::TensorSpec,
 ) -> Result<HostTensor> {
-    let name = crate::weights::checkpoint_name(source, name, arch);
-    let host = source.tensor(&name)?;
-    let file = std::path::PathBuf::from(source.origin(&name));
+    read_weight(
+        source,
+        &crate::weights::checkpoint_name(source, name, arch),
+        spec,
+    )
+}
+
+/// Reads the tensor `source` holds as `name`, checks its shape against `spec` and converts it
+/// to the spec's dtype.
+pub(crate) fn read_weight(
+    source: &dyn WeightSource,
+    name: &str,
+    spec: &switchyard_runtime::TensorSpec,
+) -> Result<HostTensor> {
+    let host = source.tensor(name)?;
+    let file = std::path::PathBuf::from(source.origin(name));
     let expected = spec.shape.fixed_dims().expect("weights have fixed shapes");
     if host.dims() != expected.as_slice() {
         return Err(ModelError::TensorShape {
-            name: name.into_owned(),
+            name: name.to_string(),
             file,
             expected,
             got: host.dims().to_vec(),
@@ -33,7 +46,7 @@ pub(crate) fn load_weight(
         Ok(host.to_dtype(spec.dtype)?)
     } else {
         Err(ModelError::TensorDType {
-            name: name.into_owned(),
+            name: name.to_string(),
             file,
             dtype: host.dtype().to_string(),
         })
@@ -46,15 +59,7 @@ pub fn stored_quantized(
     config: &ModelConfig,
     source: &dyn WeightSource,
 ) -> Result<std::collections::BTreeMap<String, DType>> {
-    let probe = build_graph(
-        config,
-        &GraphOptions {
-            entry: Entry::Decode,
-            compute: DType::F32,
-            cache_len: 1,
-            quantized: Default::default(),
-        },
-    )?;
+    let probe = weight_graph(config)?;
     let mut out = std::collections::BTreeMap::new();
     for p in probe.signature().params {
         if p.kind != ParamKind::Weight {
@@ -109,4 +114,46 @@ pub(crate) fn quantized_weights(
     let out = stored_quantized(config, source)?;
     check_quantized_support(&out, &info.quantized, &info.display_name())?;
     Ok(out)
+}
+
+/// Uploads every weight `graph` declares to `device`, each read by `read(name, spec)` one at a
+/// time; returns the buffers and names in declaration order and the bytes read. A reader's own
+/// error (a missing tensor, a wrong shape) is returned as it is.
+pub(crate) fn upload_declared<D: Device>(
+    device: &D,
+    graph: &Graph,
+    mut read: impl FnMut(&str, &TensorSpec) -> Result<HostTensor>,
+) -> Result<(Vec<D::Buffer>, Vec<String>, usize)> {
+    let plans: Vec<WeightPlan> = graph
+        .signature()
+        .params
+        .into_iter()
+        .filter(|p| p.kind == ParamKind::Weight)
+        .map(|p| WeightPlan {
+            uses: graph.uses_of(graph.param(&p.name).expect("declared")),
+            name: p.name,
+            spec: p.spec,
+        })
+        .collect();
+    let mut bytes = 0;
+    let mut read_error: Option<ModelError> = None;
+    let mut fetch = |i: usize| -> switchyard_runtime::Result<HostTensor> {
+        let p = &plans[i];
+        match read(&p.name, &p.spec) {
+            Ok(host) => {
+                bytes += host.as_bytes().len();
+                Ok(host)
+            }
+            Err(e) => {
+                let message = e.to_string();
+                read_error = Some(e);
+                Err(switchyard_runtime::Error::exec("load", message))
+            }
+        }
+    };
+    let buffers = match device.upload_weights(&plans, &mut fetch) {
+        Ok(buffers) => buffers,
+        Err(e) => return Err(read_error.unwrap_or(ModelError::Runtime(e))),
+    };
+    Ok((buffers, plans.into_iter().map(|p| p.name).collect(), bytes))
 }

@@ -16,6 +16,18 @@ pub use reader::{GgufFile, GgufTensorInfo};
 pub use vocab::VOCABULARY_KINDS;
 pub use writer::{GgufValue, GgufWriter};
 
+/// The WordPiece tokenizer of a `bert` file (`None` when it has no vocabulary).
+pub(crate) fn vocab_wordpiece(f: &GgufFile) -> crate::error::Result<Option<tokenizers::Tokenizer>> {
+    match f.get("tokenizer.ggml.model").and_then(|v| v.as_str()) {
+        Some("bert") => vocab::wordpiece::tokenizer(f).map(Some),
+        None | Some("none") | Some("no_vocab") => Ok(None),
+        Some(other) => Err(f.key_error(
+            "tokenizer.ggml.model",
+            format!("vocabulary kind '{other}' is not WordPiece (bert)"),
+        )),
+    }
+}
+
 use switchyard_runtime::DType;
 
 /// The GGUF magic bytes.

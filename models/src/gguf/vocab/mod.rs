@@ -1,17 +1,19 @@
 //! The tokenizer a GGUF file embeds (`tokenizer.ggml.*`), as a `tokenizers` tokenizer, and the
 //! reverse for export ([`export`]).
 //!
-//! Two vocabulary kinds are read, as llama.cpp reads them:
+//! Three vocabulary kinds are read, as llama.cpp reads them:
 //! - `gpt2`: byte-level BPE (tokens and merges), text first split by the regular expressions of
 //!   the pre-tokenizer `tokenizer.ggml.pre` names ([`pre`]);
 //! - `llama`: SentencePiece BPE (tokens with scores and types): spaces as `▁`, a leading space
 //!   unless `tokenizer.ggml.add_space_prefix` is false, pieces merged highest score first, bytes
-//!   of unknown characters as `<0xXX>` tokens.
+//!   of unknown characters as `<0xXX>` tokens;
+//! - `bert`: WordPiece ([`wordpiece`]), for encoders.
 //!
-//! Other kinds (`bert`, `t5`, `rwkv`, ...) are refused by name before any weight is read.
+//! Other kinds (`t5`, `rwkv`, ...) are refused by name before any weight is read.
 
 pub(crate) mod export;
 pub(crate) mod pre;
+pub(crate) mod wordpiece;
 
 use super::{GgufFile, GgufValue};
 use crate::error::{ModelError, Result};
@@ -27,7 +29,7 @@ pub(crate) const UNUSED: i32 = 5;
 pub(crate) const BYTE: i32 = 6;
 
 /// Vocabulary kinds read.
-pub const VOCABULARY_KINDS: [&str; 2] = ["gpt2", "llama"];
+pub const VOCABULARY_KINDS: [&str; 3] = ["gpt2", "llama", "bert"];
 
 fn strings<'a>(f: &'a GgufFile, key: &str) -> Result<&'a [String]> {
     match f.get(key) {
@@ -157,6 +159,9 @@ struct BpeModel<'a> {
 
 /// The tokenizer of `f`, or `None` when the file has no vocabulary.
 pub(crate) fn tokenizer(f: &GgufFile) -> Result<Option<tokenizers::Tokenizer>> {
+    if kind(f)? == Some("bert") {
+        return wordpiece::tokenizer(f).map(Some);
+    }
     let Some((json, model)) = tokenizer_parts(f)? else {
         return Ok(None);
     };
