@@ -51,12 +51,16 @@ pub mod runtime {
 pub mod models {
     pub use switchyard_models::gguf;
     pub use switchyard_models::{
-        argmax, build_graph, check_quantized_support, checkpoint_name, generate, plan_executables,
-        stored_quantized, Arch, ChatMessage, Engine, EngineOptions, Entry, EntryKind,
-        ExecutablePlan, GenerateOptions, Generation, GenerationConfig, GraphOptions, Model,
-        ModelConfig, ModelError, PlannedExecutable, Result, SamplingParams, Session, Shapes,
-        StopReason, Timings, Tokenizer, TokenizerConfig, WeightSource, BUILTIN_MODELS,
-        DEFAULT_MAX_CONTEXT, DEFAULT_PREFILL_CHUNK,
+        argmax, build_encoder_graph, build_graph, check_quantized_support, checkpoint_name,
+        generate, plan_executables, plan_pool, slot_bytes, stored_quantized, weight_graph, Arch,
+        Batch, BatchOptions, ChatMessage, Embedder, EmbedderOptions, EncoderActivation,
+        EncoderArch, EncoderConfig, EncoderGraphOptions, EncoderModel, Engine, EngineOptions,
+        Entry, EntryKind, ExecutablePlan, GenerateOptions, Generation, GenerationConfig,
+        GraphOptions, Model, ModelConfig, ModelError, PlannedExecutable, PoolExecutable, PoolPlan,
+        PoolShapes, Pooling, Result, Sampler, SamplingParams, SentenceConfig, SequenceId,
+        SequenceParams, Session, Shapes, StepStats, StopReason, Timings, TokenEvent, Tokenizer,
+        TokenizerConfig, WeightSource, BUILTIN_MODELS, DEFAULT_MAX_BATCH, DEFAULT_MAX_CONTEXT,
+        DEFAULT_MAX_SLOTS, DEFAULT_PREFILL_CHUNK,
     };
 }
 

@@ -7,6 +7,8 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cli;
+mod loadgen;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +44,12 @@ enum Command {
     Quantize(cli::quantize::QuantizeArgs),
     /// Tokenize a text with a model's tokenizer (only the tokenizer is loaded).
     Tokenize(cli::tokenize::TokenizeArgs),
+    /// Serve a model over the OpenAI HTTP API (completions, chat, streaming) with continuous
+    /// batching, Prometheus metrics and a health check.
+    Serve(Box<cli::serve::ServeArgs>),
+    /// Sentence embeddings with an encoder (BERT, RoBERTa, XLM-RoBERTa), one text per input
+    /// line, as jsonl, json or npy.
+    Embed(Box<cli::embed::EmbedArgs>),
     /// Export the executables a Neuron engine needs as XLA HLO and compile them to NEFFs with
     /// neuronx-cc (or print the commands when it is not installed).
     Compile(Box<cli::compile::CompileArgs>),
@@ -49,16 +57,24 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    if let Command::Bench(args) = &cli.command {
-        if let Some(n) = args.threads {
-            if n == 0 {
-                eprintln!("error: --threads 0: at least one thread is needed");
-                std::process::exit(1);
-            }
-            // Read by candle and rayon when their thread pools start, which has not happened yet:
-            // nothing else runs at this point.
-            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    let threads = match &cli.command {
+        Command::Bench(args) => match &args.mode {
+            // The servers it starts get --threads; the load generator needs no compute threads.
+            Some(cli::bench::BenchMode::Serve(_)) => None,
+            None => args.threads,
+        },
+        Command::Serve(args) => args.threads,
+        Command::Embed(args) => args.threads,
+        _ => None,
+    };
+    if let Some(n) = threads {
+        if n == 0 {
+            eprintln!("error: --threads 0: at least one thread is needed");
+            std::process::exit(1);
         }
+        // Read by candle and rayon when their thread pools start, which has not happened yet:
+        // nothing else runs at this point.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     if matches!(cli.command, Command::Generate(_) | Command::Bench(_)) {
         cli::interrupt::install();
@@ -67,10 +83,15 @@ fn main() {
         Command::Devices { kernel_variants } => cli::devices(kernel_variants),
         Command::Conformance { device } => cli::conformance(&device.device),
         Command::Generate(args) => cli::generate::run(*args),
-        Command::Bench(args) => cli::bench::run_bench(*args),
+        Command::Bench(mut args) => match args.mode.take() {
+            Some(cli::bench::BenchMode::Serve(s)) => cli::bench_serve::run(*s),
+            None => cli::bench::run_bench(*args),
+        },
         Command::Quantize(args) => cli::quantize::run(args),
         Command::Tokenize(args) => cli::tokenize::run(args),
         Command::Compile(args) => cli::compile::run(*args),
+        Command::Serve(args) => cli::serve::run(*args),
+        Command::Embed(args) => cli::embed::run(*args),
     };
     if let Err(e) = result {
         // A reader that went away (`switchyard ... | head`) is not an error worth a message.

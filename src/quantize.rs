@@ -1,9 +1,7 @@
 //! Converting weights to GGUF storage types with candle's quantizers (llama.cpp's block formats).
 
 use crate::candle::to_ggml_dtype;
-use crate::models::{
-    build_graph, gguf::export_gguf, Entry, GraphOptions, Model, ModelError, WeightSource,
-};
+use crate::models::{gguf::export_gguf, weight_graph, Model, ModelError, WeightSource};
 use crate::{DType, HostTensor};
 use std::collections::HashMap;
 use std::path::Path;
@@ -88,15 +86,7 @@ impl QuantizedWeights {
                 ),
             });
         }
-        let graph = build_graph(
-            &model.config,
-            &GraphOptions {
-                entry: Entry::Decode,
-                compute: DType::F32,
-                cache_len: 1,
-                quantized: Default::default(),
-            },
-        )?;
+        let graph = weight_graph(&model.config)?;
         let mut plan = HashMap::new();
         for p in graph.signature().params {
             if p.kind != ParamKind::Weight {

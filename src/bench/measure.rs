@@ -18,7 +18,7 @@ pub(crate) struct Measured {
 }
 
 /// Random token ids in `[0, vocab)`, reproducible from `seed`.
-fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+pub(crate) fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
     let mut s = seed;
     (0..n)
         .map(|_| {
@@ -48,6 +48,7 @@ fn empty_run(name: &str) -> DeviceRun {
         bandwidth: None,
         price: None,
         results: Vec::new(),
+        batches: Vec::new(),
     }
 }
 
@@ -161,6 +162,25 @@ pub(crate) fn device(
         run.results.push(result);
         if interrupted {
             break;
+        }
+    }
+    for (bi, test) in plan.batch_tests.iter().enumerate() {
+        if interrupted {
+            break;
+        }
+        let (samples, stopped) = super::batched::samples(
+            options,
+            &engine,
+            *test,
+            plan.tests.len() + bi,
+            &run.display_name,
+            progress,
+        )?;
+        interrupted |= stopped;
+        let usd = run.price.as_ref().map(|p| p.usd_per_hour);
+        match super::batched::summarize(*test, samples, usd) {
+            Some(result) => run.batches.push(result),
+            None => break,
         }
     }
     run.first_call_s = run.results.first().and_then(|r| {

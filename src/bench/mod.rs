@@ -10,6 +10,8 @@
 //! ```
 
 mod bandwidth;
+mod batched;
+mod encoder;
 mod files;
 mod measure;
 mod plot;
@@ -21,8 +23,12 @@ mod stats;
 mod summary;
 
 pub use bandwidth::probe_read_bandwidth;
+pub use batched::{BatchResult, BatchSample, BatchTest};
+pub use encoder::{
+    run_encoder_bench, EncoderBenchOptions, EncoderDeviceRun, EncoderReport, EncoderResult,
+};
 pub use files::{check_writable, write_atomically};
-pub use plot::svg;
+pub use plot::{svg, COLORS};
 pub use prices::{usd_per_million_tokens, DevicePrice, Instance, PriceTable, SHIPPED_PRICES};
 pub use projection::{CalibrationRow, ProjectionReport};
 pub use stats::{percentile, Summary};
@@ -68,6 +74,10 @@ pub struct BenchOptions {
     pub prompt_sizes: Vec<usize>,
     /// Generation sizes (`tg` tests).
     pub gen_sizes: Vec<usize>,
+    /// Batch sizes: when given, every `-p` × `-n` pair runs as a batched test per size (B
+    /// sequences decoding together, llama-batched-bench's semantics) instead of the `pp`/`tg`
+    /// tests.
+    pub batches: Vec<usize>,
     /// Measured repetitions per test.
     pub repetitions: usize,
     /// Discarded warm-up runs per test.
@@ -108,6 +118,7 @@ impl Default for BenchOptions {
             devices: vec!["cpu".into()],
             prompt_sizes: vec![512],
             gen_sizes: vec![128],
+            batches: Vec::new(),
             repetitions: 5,
             warmup: 1,
             dtype: None,
@@ -214,6 +225,8 @@ pub struct DeviceRun {
     pub price: Option<DevicePrice>,
     /// Per test.
     pub results: Vec<TestResult>,
+    /// Per batched test (`--batch`).
+    pub batches: Vec<BatchResult>,
 }
 
 /// The whole run.

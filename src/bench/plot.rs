@@ -86,7 +86,8 @@ fn panels(report: &BenchReport) -> Vec<Panel> {
         .collect()
 }
 
-const COLORS: [RGBColor; 6] = [
+/// The colors of devices in every chart, in order.
+pub const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -201,11 +202,28 @@ where
     Ok(())
 }
 
-/// One line per projected target: aggregate generation tokens/s at each batch size (the first
-/// generation size), when more than one batch size was projected.
+/// One line per measured device (batched tests) and per projected target: aggregate generation
+/// tokens/s at each batch size (the first generation size for projections, when more than one
+/// batch size was projected).
 type BatchLine = (String, Vec<(usize, f64)>);
 
 fn batch_lines(report: &BenchReport) -> Vec<BatchLine> {
+    // Measured batched tests: one line per device and prompt/generation pair.
+    let mut lines: Vec<BatchLine> = Vec::new();
+    for run in report.devices.iter().filter(|r| r.skipped.is_none()) {
+        for b in &run.batches {
+            let label = format!("{} pp{}+tg{}", run.display_name, b.test.prompt, b.test.gen);
+            match lines.iter_mut().find(|l| l.0 == label) {
+                Some(l) => l.1.push((b.batch, b.gen_tokens_per_s.mean)),
+                None => lines.push((label, vec![(b.batch, b.gen_tokens_per_s.mean)])),
+            }
+        }
+    }
+    lines.extend(projected_batch_lines(report));
+    lines
+}
+
+fn projected_batch_lines(report: &BenchReport) -> Vec<BatchLine> {
     let Some(p) = &report.projection else {
         return Vec::new();
     };
@@ -244,7 +262,7 @@ where
     let min_v = values().map(|p| p.1).fold(f64::INFINITY, f64::min);
     let mut chart = ChartBuilder::on(area)
         .caption(
-            "projected generation t/s against batch (log scales)",
+            "generation t/s against batch (log scales)",
             ("sans-serif", 18),
         )
         .margin(12)
@@ -285,7 +303,7 @@ where
 pub fn svg(report: &BenchReport) -> Result<String, String> {
     let panels = panels(report);
     let lines = batch_lines(report);
-    if panels.is_empty() {
+    if panels.is_empty() && lines.is_empty() {
         return Err("nothing to plot: no device produced results".into());
     }
     let count = panels.len() + usize::from(!lines.is_empty());

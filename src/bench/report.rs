@@ -83,6 +83,9 @@ impl BenchReport {
                 );
             }
         }
+        if self.devices.iter().any(|r| !r.batches.is_empty()) {
+            s.push_str(&self.batch_markdown());
+        }
         s.push('\n');
         if self.interrupted {
             s.push_str("- interrupted: only the runs completed before the stop are reported\n");
@@ -134,6 +137,40 @@ impl BenchReport {
         s
     }
 
+    /// The batched tests' table: per device and batch size, prompt tokens/s, aggregate and
+    /// per-sequence generation tokens/s, time to first token, step latency and cost.
+    fn batch_markdown(&self) -> String {
+        let mut s = String::from(
+            "\n| device | test | B | prompt t/s | gen t/s (all) | gen t/s (each) | TTFT ms | step p50 ms | p90 ms | p99 ms | $/1M tok |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for run in self.devices.iter().filter(|r| r.skipped.is_none()) {
+            for b in &run.batches {
+                let [p50, p90, p99] = b.step_latency_p50_p90_p99_s;
+                let _ = writeln!(
+                    s,
+                    "| {} | pp{}+tg{} | {} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2} | {} | {} | {} | {} | {} |",
+                    run.display_name,
+                    b.test.prompt,
+                    b.test.gen,
+                    b.batch,
+                    b.prompt_tokens_per_s.mean,
+                    b.prompt_tokens_per_s.stdev,
+                    b.gen_tokens_per_s.mean,
+                    b.gen_tokens_per_s.stdev,
+                    b.per_sequence_tokens_per_s.mean,
+                    ms(b.ttft_s.mean),
+                    ms(p50),
+                    ms(p90),
+                    ms(p99),
+                    b.usd_per_million_tokens
+                        .map(|c| format!("{c:.4}"))
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        s
+    }
+
     /// Every sample as CSV (one row per run, warm-up runs flagged).
     pub fn csv(&self) -> String {
         let mut s = String::from(
@@ -170,6 +207,38 @@ impl BenchReport {
                         run.dtype.as_deref().unwrap_or(""),
                         csv_field(&self.model),
                         csv_field(&self.switchyard),
+                    );
+                }
+            }
+        }
+        // Batched runs: the generation phase's aggregate rate, TTFT the sequences' mean, the
+        // percentiles over generation steps.
+        for run in &self.devices {
+            for b in &run.batches {
+                for smp in &b.samples {
+                    let mut lat = smp.step_latencies_s.clone();
+                    lat.sort_by(f64::total_cmp);
+                    let pct = |p| format!("{:.4}", super::percentile(&lat, p) * 1e3);
+                    let ttft = smp.ttft_s.iter().sum::<f64>() / smp.ttft_s.len().max(1) as f64;
+                    let _ = writeln!(
+                        s,
+                        "{},pp{}+tg{},{},{},{},{:.6},{:.4},{:.4},{},{},{},{},{},{},false,{}",
+                        csv_field(&run.display_name),
+                        b.test.prompt,
+                        b.test.gen,
+                        smp.rep,
+                        smp.warmup,
+                        smp.gen_tokens,
+                        smp.gen_s,
+                        smp.gen_tokens as f64 / smp.gen_s.max(1e-12),
+                        ttft * 1e3,
+                        pct(50.0),
+                        pct(90.0),
+                        pct(99.0),
+                        run.dtype.as_deref().unwrap_or(""),
+                        csv_field(&self.model),
+                        csv_field(&self.switchyard),
+                        smp.batch,
                     );
                 }
             }
@@ -230,6 +299,21 @@ impl BenchReport {
                     let mut v = serde_json::to_value(smp).expect("samples serialize");
                     v["device"] = json!(run.display_name);
                     v["test"] = json!(r.test.label());
+                    v["dtype"] = json!(run.dtype);
+                    v["model"] = json!(self.model);
+                    v["switchyard"] = json!(self.switchyard);
+                    v["projected"] = json!(false);
+                    let _ = writeln!(s, "{v}");
+                }
+            }
+        }
+        for run in self.devices.iter().filter(|r| r.skipped.is_none()) {
+            for b in &run.batches {
+                for smp in &b.samples {
+                    let mut v = serde_json::to_value(smp).expect("samples serialize");
+                    v["device"] = json!(run.display_name);
+                    v["test"] = json!(format!("pp{}+tg{}", b.test.prompt, b.test.gen));
+                    v["gen_tokens_per_s"] = json!(smp.gen_tokens as f64 / smp.gen_s.max(1e-12));
                     v["dtype"] = json!(run.dtype);
                     v["model"] = json!(self.model);
                     v["switchyard"] = json!(self.switchyard);

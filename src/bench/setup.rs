@@ -13,6 +13,8 @@ pub(crate) struct Plan {
     pub model: Model,
     /// The tests, prompts first.
     pub tests: Vec<Test>,
+    /// The batched tests (`--batch`), by prompt, generation and batch size.
+    pub batch_tests: Vec<super::BatchTest>,
     /// The longest test: the context every engine is built for.
     pub max_size: usize,
     /// Timed runs per device (warm-up included).
@@ -22,7 +24,8 @@ pub(crate) struct Plan {
 impl Plan {
     /// Timed runs in all (warm-up included), for a progress bar.
     pub fn runs_per_device(&self, options: &BenchOptions) -> u64 {
-        self.tests.len() as u64 * (options.warmup + options.repetitions) as u64
+        (self.tests.len() + self.batch_tests.len()) as u64
+            * (options.warmup + options.repetitions) as u64
     }
 
     /// Timed runs in all devices.
@@ -62,17 +65,37 @@ pub(crate) fn prepare(options: &BenchOptions) -> Result<Plan, BenchError> {
         model = crate::quantize::QuantizedWeights::wrap(model, q)?;
     }
     validate(options, &devices, model.config.max_position_embeddings)?;
-    let tests: Vec<Test> = options
-        .prompt_sizes
+    let (tests, batch_tests) = if options.batches.is_empty() {
+        let tests: Vec<Test> = options
+            .prompt_sizes
+            .iter()
+            .map(|&n| Test::Pp(n))
+            .chain(options.gen_sizes.iter().map(|&n| Test::Tg(n)))
+            .collect();
+        (tests, Vec::new())
+    } else {
+        let mut batch_tests = Vec::new();
+        for &prompt in &options.prompt_sizes {
+            for &gen in &options.gen_sizes {
+                for &batch in &options.batches {
+                    batch_tests.push(super::BatchTest { batch, prompt, gen });
+                }
+            }
+        }
+        (Vec::new(), batch_tests)
+    };
+    // A batched sequence holds its prompt, its first token and `gen` more.
+    let max_size = tests
         .iter()
-        .map(|&n| Test::Pp(n))
-        .chain(options.gen_sizes.iter().map(|&n| Test::Tg(n)))
-        .collect();
-    let max_size = tests.iter().map(Test::tokens).max().unwrap_or(1);
+        .map(Test::tokens)
+        .chain(batch_tests.iter().map(|t| t.prompt + t.gen + 1))
+        .max()
+        .unwrap_or(1);
     let mut plan = Plan {
         devices,
         model,
         tests,
+        batch_tests,
         max_size,
         per_device: 0,
     };
@@ -88,6 +111,21 @@ fn validate(o: &BenchOptions, devices: &[String], max_context: usize) -> Result<
         for &n in sizes {
             if n == 0 || n > max_context {
                 anyhow::bail!("{flag} {n}: test sizes must be between 1 and the model's context ({max_context})");
+            }
+        }
+    }
+    if !o.batches.is_empty() {
+        if o.prompt_sizes.is_empty() || o.gen_sizes.is_empty() {
+            anyhow::bail!("--batch: batched tests need both -p and -n sizes (a prompt, then generated tokens, per sequence)");
+        }
+        if o.batches.contains(&0) {
+            anyhow::bail!("--batch: batch sizes must be at least 1");
+        }
+        for &p in &o.prompt_sizes {
+            for &n in &o.gen_sizes {
+                if p + n + 1 > max_context {
+                    anyhow::bail!("--batch with -p {p} -n {n}: a sequence needs {} positions, more than the model's context ({max_context})", p + n + 1);
+                }
             }
         }
     }

@@ -6,7 +6,8 @@ use clap::Args;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use switchyard::models::{
-    check_quantized_support, plan_executables, stored_quantized, EngineOptions, Model,
+    check_quantized_support, plan_executables, plan_pool, stored_quantized, BatchOptions,
+    EngineOptions, Model,
 };
 use switchyard::neuron::artifact::IoNames;
 use switchyard::neuron::compiler::{find_neuronx_cc, is_decode, neff_key, CompileJob, Target};
@@ -40,6 +41,52 @@ pub struct CompileArgs {
     /// Logical NeuronCore size on trn2 (default 2).
     #[arg(long)]
     lnc: Option<u32>,
+    /// Also export the batched executables of a KV pool with this many sequence slots, as
+    /// `switchyard serve --slots N` and `switchyard bench --batch` compile them.
+    #[arg(long)]
+    slots: Option<usize>,
+    /// With --slots: tokens per batched step (default: as `serve` chooses).
+    #[arg(long, requires = "slots")]
+    step_tokens: Option<usize>,
+}
+
+/// One executable to export: a single-sequence entry, or a batched step of the KV pool.
+struct Export {
+    entry: &'static str,
+    bucket: usize,
+    /// Token width of a batched step.
+    tokens: Option<usize>,
+    graph: switchyard::Graph,
+}
+
+impl Export {
+    fn stem(&self) -> String {
+        match self.tokens {
+            Some(t) => format!("{}-t{t}-kv{}", self.entry, self.bucket),
+            None => format!("{}-kv{}", self.entry, self.bucket),
+        }
+    }
+}
+
+/// A Neuron device as the planners see it before one exists: static shapes, memory unknown.
+fn neuron_target_info(target: &Target) -> switchyard::DeviceInfo {
+    switchyard::DeviceInfo {
+        name: "neuron:0".into(),
+        kind: switchyard::runtime::DeviceKind::Neuron,
+        ordinal: 0,
+        preferred_dtype: None,
+        threads: None,
+        description: format!("a {target} NeuronCore"),
+        emulated: false,
+        memory_total: None,
+        memory_free: None,
+        peak_bandwidth: None,
+        shape_support: ShapeSupport::Static,
+        dtypes: vec![DType::F32, DType::F16, DType::BF16],
+        quantized: Vec::new(),
+        runtime_compile: false,
+        details: Vec::new(),
+    }
 }
 
 pub fn run(a: CompileArgs) -> Result<()> {
@@ -82,13 +129,41 @@ pub fn run(a: CompileArgs) -> Result<()> {
         &quantized,
         ShapeSupport::Static,
     )?;
-    let executables = plan.executables;
-    let bucket = |e: &switchyard::models::PlannedExecutable| e.bucket.unwrap_or_default();
+    let mut executables: Vec<Export> = plan
+        .executables
+        .into_iter()
+        .map(|e| Export {
+            entry: e.entry.name(),
+            bucket: e.bucket.unwrap_or_default(),
+            tokens: None,
+            graph: e.graph,
+        })
+        .collect();
+    if let Some(slots) = a.slots {
+        let pool = plan_pool(
+            &model.config,
+            &options,
+            &BatchOptions {
+                slots: Some(slots),
+                step_tokens: a.step_tokens,
+                ..Default::default()
+            },
+            compute,
+            &quantized,
+            &neuron_target_info(&target),
+        )?;
+        executables.extend(pool.executables.into_iter().map(|e| Export {
+            entry: "pool",
+            bucket: e.kv_bucket.unwrap_or_default(),
+            tokens: e.tokens,
+            graph: e.graph,
+        }));
+    }
     // Every graph is lowered before anything is written: an op without a lowering stops here.
     let mut lowered = Vec::with_capacity(executables.len());
     for e in &executables {
         let module = hlo::lower(&e.graph)
-            .with_context(|| format!("lowering the {} graph for bucket {}", e.entry, bucket(e)))?;
+            .with_context(|| format!("lowering the {} graph {}", e.entry, e.stem()))?;
         lowered.push(module);
     }
     std::fs::create_dir_all(&a.out)
@@ -100,7 +175,7 @@ pub fn run(a: CompileArgs) -> Result<()> {
     let mut jobs = Vec::new();
     let mut manifest = Vec::new();
     for (e, module) in executables.iter().zip(&lowered) {
-        let stem = format!("{}-kv{}", e.entry, bucket(e));
+        let stem = e.stem();
         let pb = a.out.join(format!("{stem}.hlo.pb"));
         let txt = a.out.join(format!("{stem}.hlo.txt"));
         write_atomic(&pb, &module.to_bytes())?;
@@ -116,8 +191,9 @@ pub fn run(a: CompileArgs) -> Result<()> {
         let names = IoNames::of(&e.graph);
         let sig = e.graph.signature();
         manifest.push(json!({
-            "entry": e.entry.name(),
-            "bucket": bucket(e),
+            "entry": e.entry,
+            "bucket": e.bucket,
+            "tokens": e.tokens,
             "graph": e.graph.name(),
             "fingerprint": e.graph.fingerprint(),
             "hlo": pb.file_name().map(|f| f.to_string_lossy().to_string()),
@@ -152,7 +228,7 @@ pub fn run(a: CompileArgs) -> Result<()> {
     write_atomic(&a.out.join("compile.sh"), script.as_bytes())?;
     set_mode(&a.out.join("compile.sh"), 0o755)?;
     eprintln!(
-        "wrote {} HLO modules ({} prefill + decode per bucket, {compute}) to {}",
+        "wrote {} HLO modules ({}: prefill + decode per bucket, batched steps with --slots; {compute}) to {}",
         jobs.len(),
         model.config.arch,
         a.out.display()

@@ -61,6 +61,12 @@ pub struct GenerateArgs {
     /// Penalty for tokens already in the context (1: off).
     #[arg(long, allow_negative_numbers = true)]
     repetition_penalty: Option<f32>,
+    /// Subtracted from the logit of every token already generated, in [-2, 2].
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+    presence_penalty: f32,
+    /// Subtracted from a token's logit per time it was generated, in [-2, 2].
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+    frequency_penalty: f32,
     /// Seed for sampling (default: random, reported).
     #[arg(long)]
     seed: Option<u64>,
@@ -136,6 +142,8 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             .repetition_penalty
             .or(gen_cfg.repetition_penalty)
             .unwrap_or(1.0),
+        presence_penalty: a.presence_penalty,
+        frequency_penalty: a.frequency_penalty,
         seed: a.seed.unwrap_or_else(random_seed),
     };
     sampling.validate()?;

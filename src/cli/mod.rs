@@ -1,11 +1,14 @@
 //! The `switchyard` subcommands.
 
 pub mod bench;
+pub mod bench_serve;
 pub mod compile;
+pub mod embed;
 pub mod generate;
 pub mod interrupt;
 pub mod options;
 pub mod quantize;
+pub mod serve;
 pub mod tokenize;
 
 use anyhow::{bail, Result};

@@ -1,7 +1,9 @@
 //! Options several commands share, defined once and flattened into each.
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use std::path::{Path, PathBuf};
+use switchyard::bench::{write_atomically, PriceTable};
 use switchyard::DType;
 
 /// How a model is placed on a device: `generate`, `bench` and `compile` take these.
@@ -49,4 +51,56 @@ fn parse(flag: &str, value: Option<&str>) -> Result<Option<DType>> {
                 .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
         })
         .transpose()
+}
+
+/// What a device costs: `bench` and `bench serve` take these.
+#[derive(Args, Clone, Debug, Default)]
+pub struct PriceArgs {
+    /// Hourly price of a device, DEVICE=USD (repeatable); overrides --instance.
+    #[arg(long = "price")]
+    pub prices: Vec<String>,
+    /// Price table to use instead of the shipped one (TOML, see src/bench/prices.toml).
+    #[arg(long = "prices")]
+    pub price_table: Option<PathBuf>,
+    /// The instance type this runs on, for prices from the table.
+    #[arg(long)]
+    pub instance: Option<String>,
+}
+
+impl PriceArgs {
+    /// The price table, and the `--price` overrides as (lower-case device, USD per hour).
+    pub fn resolve(&self) -> Result<(PriceTable, Vec<(String, f64)>)> {
+        let mut overrides = Vec::new();
+        for p in &self.prices {
+            let Some((dev, usd)) = p.split_once('=') else {
+                bail!("--price {p}: expected DEVICE=USD_PER_HOUR, e.g. cpu=0.09");
+            };
+            let usd: f64 = usd
+                .parse()
+                .ok()
+                .filter(|x: &f64| x.is_finite() && *x > 0.0)
+                .with_context(|| format!("--price {p}: '{usd}' is not a positive USD per hour"))?;
+            overrides.push((dev.trim().to_ascii_lowercase(), usd));
+        }
+        let table = match &self.price_table {
+            Some(path) => {
+                PriceTable::from_file(path).map_err(|e| anyhow::anyhow!("--prices: {e}"))?
+            }
+            None => PriceTable::shipped(),
+        };
+        Ok((table, overrides))
+    }
+}
+
+/// Writes a report to `out` atomically (an interrupted or failed run never leaves a
+/// half-written file), else to stdout.
+pub fn write_report(out: Option<&Path>, text: &str) -> Result<()> {
+    match out {
+        Some(path) => {
+            write_atomically(path, text).map_err(|e| anyhow::anyhow!("--out: {e}"))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?,
+    }
+    Ok(())
 }

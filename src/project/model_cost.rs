@@ -2,9 +2,7 @@
 //! the decode graph the engine would build (every weight, the operation that reads it and the
 //! type it is stored in), not from a parameter count alone.
 
-use crate::models::{
-    build_graph, stored_quantized, Entry, GraphOptions, ModelConfig, ModelError, WeightSource,
-};
+use crate::models::{stored_quantized, weight_graph, ModelConfig, ModelError, WeightSource};
 use crate::DType;
 use serde::Serialize;
 use switchyard_runtime::{ParamKind, WeightUse};
@@ -56,15 +54,7 @@ impl ModelCost {
         weights: &dyn WeightSource,
         dtype: DType,
     ) -> Result<ModelCost, ModelError> {
-        let graph = build_graph(
-            config,
-            &GraphOptions {
-                entry: Entry::Decode,
-                compute: DType::F32,
-                cache_len: 1,
-                quantized: Default::default(),
-            },
-        )?;
+        let graph = weight_graph(config)?;
         // The weights the engine keeps block-quantized: the same map it builds.
         let quantized = stored_quantized(config, weights)?;
         let mut types: std::collections::BTreeMap<DType, usize> = Default::default();
