@@ -16,6 +16,7 @@
 #        `--project h100,h200 --calibrate` (the GPU measured next to its own projection, and the
 #        measured fraction carried to both projections), and
 #        PyTorch + transformers greedy generation with the same shapes on the same GPU;
+#     5. `switchyard bench --batch 1,4,16` on the GPU (aggregate generation rate per batch size);
 #     and prints one short table last. Results land in $OUT (or a temporary directory).
 #
 # Environment: SWITCHYARD_BIN (default dist/switchyard-cuda), PYTHON (default python3),
@@ -109,6 +110,19 @@ grep -vE '\| ok \|' "$out/conformance.txt" | tail -15
 step "parity with the Hugging Face goldens on $device"
 for dir in tests/fixtures/*/; do
     arch=$(basename "$dir")
+    if [ -f "$dir/modules.json" ]; then
+        # An encoder: its sentence-transformers vectors, f32, max abs error <= 1e-4.
+        "$python" -c "import json,sys; print('\n'.join(json.load(open(sys.argv[1]))['texts']))" "$dir/golden.json" \
+            | timeout 120 "$bin" embed --device "$device" --model "$dir" -o json >"$out/embed-$arch.json" 2>"$out/embed-$arch.err"
+        result=$("$python" -c "
+import json, sys
+g = json.load(open(sys.argv[1])); r = json.load(open(sys.argv[2]))
+err = max(abs(a - b) for d, w in zip(r['data'], g['embeddings']) for a, b in zip(d['embedding'], w))
+print(json.dumps({'max_abs_error': err, 'ok': err <= 1e-4}))" "$dir/golden.json" "$out/embed-$arch.json" 2>&1 | tail -1)
+        echo "{\"arch\": \"$arch\", \"result\": ${result:-null}}" >>"$out/parity.jsonl"
+        echo "$arch embeddings: $result"
+        continue
+    fi
     ids=$("$python" -c "import json,sys; print(','.join(map(str, json.load(open(sys.argv[1]))['prompt_ids'])))" "$dir/golden.json")
     for dtype in f32 bf16; do
         json="$out/parity-$arch-$dtype.json"
@@ -125,6 +139,12 @@ step "switchyard bench --devices $bench_devices on $model"
 timeout 360 "$bin" bench --model "$model" --devices "$bench_devices" -p "$p" -n "$n" -r "$r" -o json \
     --project h100,h200 --calibrate >"$out/bench.json" 2>"$out/bench.err"
 echo "exit $?"
+
+step "switchyard bench --batch 1,4,16 on $device (sequences decoding together in one KV pool)"
+timeout 180 "$bin" bench --model "$model" --devices "$device" --batch 1,4,16 -p 128 -n 32 -r 2 \
+    >"$out/batch.md" 2>"$out/batch.err"
+echo "exit $?"
+grep '| pp128+tg32 |' "$out/batch.md"
 
 step "PyTorch + transformers greedy generation on $torch_device"
 timeout 300 "$python" scripts/torch_decode_bench.py --model "${model#builtin:}" --device "$torch_device" \

@@ -39,14 +39,14 @@ def main() -> int:
         for line in open(os.path.join(out, "parity.jsonl")):
             r = json.loads(line)
             res = r["result"] or {"ok": False}
-            d = res.get("dtype", "?")
+            d = "embeddings" if "max_abs_error" in res else res.get("dtype", "?")
             p = parity.setdefault(d, {"ok": 0, "n": 0, "worst": 0.0, "fail": []})
             p["n"] += 1
             if res.get("ok"):
                 p["ok"] += 1
             else:
                 p["fail"].append(r["arch"])
-            p["worst"] = max(p["worst"], res.get("max_abs_logit_error") or 0.0)
+            p["worst"] = max(p["worst"], res.get("max_abs_logit_error") or res.get("max_abs_error") or 0.0)
     except OSError:
         pass
     for d in ("f32", "bf16"):
@@ -60,6 +60,13 @@ def main() -> int:
             text += " (failed: " + ", ".join(p["fail"]) + ")"
             ok = False
         rows.append((f"parity {d}", text))
+    p = parity.get("embeddings")
+    if p:
+        text = f"{p['ok']}/{p['n']} encoders, worst vector error {p['worst']:.2e} (f32, bound 1e-4)"
+        if p["fail"]:
+            text += " (failed: " + ", ".join(p["fail"]) + ")"
+            ok = False
+        rows.append(("embeddings f32", text))
 
     bench = load(os.path.join(out, "bench.json"))
     torch = load(os.path.join(out, "torch.json"))

@@ -13,8 +13,8 @@
 #
 # The sdist comes from PyPI's files host and is checked against its pinned SHA-256; cmake and ninja
 # come from PyPI wheels into a venv next to it. The build is keyed by the version, the cmake flags
-# ($LLAMACPP_CMAKE_ARGS; default: this CPU's instruction sets without AMX, whose int8 path crashes
-# on q8_0 on the Sapphire Rapids machines we use) and the CPU's flags; targets are built as asked
+# ($LLAMACPP_CMAKE_ARGS; default: this CPU's instruction sets without AMX, whose path crashes on
+# the Sapphire Rapids machines we use) and the CPU's flags; targets are built as asked
 # (ninja builds nothing twice). Exit status 3 with a printed reason when PyPI cannot be reached and
 # nothing is cached: callers skip on it.
 set -euo pipefail
@@ -49,7 +49,11 @@ case "${1:-}" in
 esac
 
 flags="${LLAMACPP_CMAKE_ARGS:--DGGML_NATIVE=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF}"
-key=$(echo "$VERSION shared $flags $(grep -m1 -o 'flags.*' /proc/cpuinfo | md5sum)" | sha256sum | cut -c1-12)
+# GGML_AMX_*=OFF alone is not enough: -march=native on a CPU with AMX defines __AMX_INT8__ and
+# ggml compiles its AMX path anyway (seen crashing in ldtilecfg). Explicit -mno-amx-* win over
+# -march=native whatever their order; they reach the compiler through CFLAGS/CXXFLAGS.
+no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+key=$(echo "$VERSION shared $flags $no_amx $(grep -m1 -o 'flags.*' /proc/cpuinfo | md5sum)" | sha256sum | cut -c1-12)
 build="$CACHE/llama.cpp-$VERSION-$key"
 if [ "${1:-}" = "--lib" ]; then
   targets=(llama)
@@ -68,7 +72,7 @@ if [ ! -f "$build/build.ninja" ]; then
   log "configuring llama.cpp $VERSION with $flags in $build"
   rm -rf "$build"
   # shellcheck disable=SC2086
-  "$venv/bin/cmake" -S "$src" -B "$build" -G Ninja -DCMAKE_MAKE_PROGRAM="$venv/bin/ninja" \
+  CFLAGS="$no_amx" CXXFLAGS="$no_amx" "$venv/bin/cmake" -S "$src" -B "$build" -G Ninja -DCMAKE_MAKE_PROGRAM="$venv/bin/ninja" \
     -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
     -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_SERVER=ON $flags >&2
 fi

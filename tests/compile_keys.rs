@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::Mutex;
-use switchyard::models::{Engine, EngineOptions, Model};
+use switchyard::models::{BatchOptions, Engine, EngineOptions, Model};
 use switchyard::neuron::compiler::{find_neuronx_cc, neff_key, Target};
 use switchyard::neuron::{NeuronBuffer, NeuronDevice, NeuronExecutable};
 use switchyard::runtime::{CompileOptions, Result as RtResult, Signature, WeightPlan};
@@ -64,7 +64,13 @@ impl Device for Recording {
     }
 }
 
-fn engine_keys(model: &Model, options: &EngineOptions, target: &Target) -> BTreeSet<String> {
+/// The keys an engine looks up, and with `slots` also those of a batch with that many slots.
+fn engine_keys(
+    model: &Model,
+    options: &EngineOptions,
+    target: &Target,
+    slots: Option<usize>,
+) -> BTreeSet<String> {
     let lib = switchyard::neuron::emulator::workspace_emulator().expect("the emulator builds");
     let inner = NeuronDevice::open_with_library(0, Some(&lib)).expect("emulated neuron:0");
     let mut info = inner.info().clone();
@@ -76,6 +82,13 @@ fn engine_keys(model: &Model, options: &EngineOptions, target: &Target) -> BTree
         graphs: Mutex::new(Vec::new()),
     };
     let engine = Engine::new(device, &model.config, model.weights.as_ref(), options).unwrap();
+    if let Some(slots) = slots {
+        let batch_options = BatchOptions {
+            slots: Some(slots),
+            ..Default::default()
+        };
+        engine.batch(None, &batch_options).unwrap();
+    }
     let compiler = find_neuronx_cc();
     let graphs = engine.device().graphs.lock().unwrap();
     graphs
@@ -146,10 +159,43 @@ fn compile_writes_exactly_the_keys_the_engine_looks_up() {
             ),
         ];
         for (options, flags) in cases {
-            let engine = engine_keys(&model, options, &target);
+            let engine = engine_keys(&model, options, &target, None);
             let written = compiled_keys(&dir, flags);
             assert!(!engine.is_empty());
             assert_eq!(engine, written, "{arch} {flags:?}");
         }
+    }
+}
+
+#[test]
+fn compile_with_slots_adds_exactly_the_batched_keys_serve_looks_up() {
+    let target: Target = "trn1".parse().unwrap();
+    for arch in ["llama", "gemma2"] {
+        let dir = format!("{}/tests/fixtures/{arch}", env!("CARGO_MANIFEST_DIR"));
+        let model = Model::load(&dir).unwrap();
+        let options = EngineOptions {
+            max_context: Some(64),
+            prefill_chunk: Some(8),
+            kv_buckets: Some(vec![32]),
+            ..Default::default()
+        };
+        let flags = [
+            "--max-context",
+            "64",
+            "--prefill-chunk",
+            "8",
+            "--buckets",
+            "32",
+            "--slots",
+            "4",
+        ];
+        let engine = engine_keys(&model, &options, &target, Some(4));
+        let single = engine_keys(&model, &options, &target, None);
+        let written = compiled_keys(&dir, &flags);
+        assert!(
+            engine.len() > single.len(),
+            "the batch compiles graphs of its own"
+        );
+        assert_eq!(engine, written, "{arch}");
     }
 }

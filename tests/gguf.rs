@@ -340,8 +340,8 @@ fn damaged_and_unsupported_ggufs_are_refused_naming_the_key_or_tensor() {
     for (key, value, expect) in [
         (
             "tokenizer.ggml.model",
-            "bert",
-            "vocabulary kind 'bert' is not supported",
+            "t5",
+            "vocabulary kind 't5' is not supported",
         ),
         (
             "tokenizer.ggml.pre",

@@ -186,3 +186,68 @@ fn bench_shows_the_cpu_and_the_emulated_neuron_side_by_side() {
         "{stdout}"
     );
 }
+
+#[test]
+fn batched_bench_prints_cpu_and_emulated_neuron_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("batch.svg");
+    let json = dir.path().join("batch.json");
+    let model = fixture("llama");
+    let common = [
+        "bench",
+        "--model",
+        &model,
+        "--devices",
+        "cpu,neuron:0",
+        "--batch",
+        "1,3",
+        "-p",
+        "6",
+        "-n",
+        "4",
+        "-r",
+        "2",
+        "--price",
+        "cpu=0.09",
+    ];
+    let mut args = common.to_vec();
+    args.extend(["--plot", plot.to_str().unwrap()]);
+    let (code, out, err) = switchyard(&args, dir.path());
+    assert_eq!(code, 0, "{err}");
+    for (device, b) in [
+        ("cpu", 1),
+        ("cpu", 3),
+        ("neuron:0 (emulated)", 1),
+        ("neuron:0 (emulated)", 3),
+    ] {
+        let row = out
+            .lines()
+            .find(|l| l.starts_with(&format!("| {device} | pp6+tg4 | {b} |")))
+            .unwrap_or_else(|| panic!("no row for {device} B={b} in\n{out}"));
+        let cost = row.trim_end_matches('|').rsplit('|').next().unwrap().trim();
+        assert_eq!(cost.is_empty(), device != "cpu", "{row}");
+    }
+    assert!(std::fs::read_to_string(&plot)
+        .unwrap()
+        .contains("against batch"));
+    let mut args = common.to_vec();
+    args.extend(["-o", "json", "--out", json.to_str().unwrap()]);
+    let (code, _, err) = switchyard(&args, dir.path());
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for d in report["devices"].as_array().unwrap() {
+        let batches = d["batches"].as_array().unwrap();
+        assert_eq!(batches.len(), 2, "{d}");
+        for b in batches {
+            let size = b["batch"].as_u64().unwrap();
+            let samples = b["samples"].as_array().unwrap();
+            assert_eq!(samples.len(), 3, "one warm-up and two measured runs");
+            for s in samples {
+                assert_eq!(s["batch"].as_u64(), Some(size));
+                assert_eq!(s["ttft_s"].as_array().unwrap().len() as u64, size);
+                assert_eq!(s["gen_tokens"].as_u64(), Some(4 * size), "{s}");
+            }
+        }
+    }
+}
