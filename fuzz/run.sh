@@ -89,7 +89,7 @@ for t in "${targets[@]}"; do
   set +e
   cargo +nightly fuzz run --target-dir "$target_dir" "$t" "$corpus" "$seeds/$t" -- \
     -max_total_time="$secs" -max_len=65536 -timeout=20 -rss_limit_mb=4096 \
-    -artifact_prefix="$here/artifacts/$t/" -print_final_stats=1 2>&1 | tee "$log" | grep -E "^#[0-9]+.*(INITED|DONE)|ERROR|SUMMARY|Test unit written" >&2
+    -artifact_prefix="$here/artifacts/$t/" -print_final_stats=1 2>&1 | tee "$log" | grep -E "^#[0-9]+.*(INITED|DONE)|ERROR|SUMMARY|Test unit written|panicked at|overflowed its stack|memory allocation|^ +[0-9]+: [a-z_]+::" >&2
   status=${PIPESTATUS[0]}
   set -e
   runs=$(grep -oE "stat::number_of_executed_units: *[0-9]+" "$log" | grep -oE "[0-9]+$" | tail -1)
@@ -98,6 +98,14 @@ for t in "${targets[@]}"; do
   if [ "$status" -ne 0 ]; then
     echo -e "$summary" >&2
     echo "fuzz target $t failed: see the report above and fuzz/artifacts/$t/" >&2
+    # The input too, for reproducing a crash found on a machine whose files are gone (CI's clone):
+    # `base64 -d > crash && cargo +nightly fuzz run $t crash`.
+    crash="$(ls -t "$here/artifacts/$t/" 2>/dev/null | head -1)"
+    if [ -n "$crash" ]; then
+      echo "crash input $crash (base64):" >&2
+      base64 -w0 "$here/artifacts/$t/$crash" >&2
+      echo >&2
+    fi
     exit "$status"
   fi
 done

@@ -1,5 +1,5 @@
 //! `tokenizer.json` and `tokenizer_config.json` with arbitrary bytes (the input split at its first
-//! NUL): loading them, and encoding and decoding with a tokenizer that loads.
+//! NUL): loading them, and encoding (whole and truncated) and decoding with a tokenizer that loads.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use switchyard_models::{Tokenizer, TokenizerConfig};
@@ -19,6 +19,12 @@ fuzz_target!(|data: &[u8]| {
             let _ = t.decode(&ids, false);
         }
         let _ = t.decode(&[0, 1, 2, u32::MAX], true);
+        // What an encoder does with it: truncation to a model's limit (tiny ones included).
+        for limit in [1, 3, 8] {
+            if let Ok(cut) = t.truncating(limit) {
+                let _ = cut.encode_truncated("Hello, world! Ünïcödé 🚂");
+            }
+        }
     }
     let _ = TokenizerConfig::from_file(&cfg_path);
 });

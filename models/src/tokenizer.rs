@@ -93,7 +93,14 @@ impl Tokenizer {
     }
 
     /// Wraps an already built tokenizer; `file` is where it came from, for messages.
-    pub(crate) fn from_inner(inner: tokenizers::Tokenizer, file: &Path) -> Tokenizer {
+    pub(crate) fn from_inner(mut inner: tokenizers::Tokenizer, file: &Path) -> Tokenizer {
+        // A file's `padding` and `truncation` are the batch settings of whatever saved it, not a
+        // property of the vocabulary: kept, they would append pad tokens to every prompt or cut it
+        // silently, and absurd values (a length near 2⁶⁴, a `max_length` below the template's
+        // special tokens) make the tokenizers crate panic. transformers drops both unless a call
+        // asks for them, and so does Switchyard; encoders truncate through `truncating`.
+        let _ = inner.with_truncation(None);
+        inner.with_padding(None);
         let byte_fallback = serde_json::to_value(inner.get_decoder())
             .map(|d| d.to_string().contains("\"ByteFallback\""))
             .unwrap_or(true);
@@ -162,6 +169,18 @@ impl Tokenizer {
     /// The same tokenizer cutting every encoding to `max_length` tokens (special tokens
     /// included, as the model sees them): what an encoder's inputs go through.
     pub fn truncating(&self, max_length: usize) -> Result<Tokenizer> {
+        use tokenizers::PostProcessor;
+        // The crate subtracts the template's special tokens from `max_length` unchecked.
+        let added = self
+            .inner
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(false));
+        if max_length <= added {
+            return Err(self.err(format!(
+                "cannot truncate to {max_length} tokens: the post_processor adds {added} special \
+                 tokens to every input"
+            )));
+        }
         let mut inner = self.inner.clone();
         inner
             .with_truncation(Some(tokenizers::TruncationParams {
@@ -305,6 +324,65 @@ impl TextStream<'_> {
 #[cfg(test)]
 mod fuzz_regressions {
     use super::*;
+
+    /// Found by fuzz/run.sh (tokenizer_files, CI on the BERT fixture's tokenizer) and by the
+    /// cases it suggested: a file's own `padding` (a fixed length near 2⁶⁴ or of 10¹¹ tokens) or
+    /// `truncation` (`max_length` below the template's special tokens, `stride` not below the
+    /// length left) made encoding panic or abort inside the tokenizers crate. Both settings are
+    /// dropped at load, as transformers drops them, so encoding gives the plain file's ids; a
+    /// truncation Switchyard asks for that leaves no room for the text is an error.
+    #[test]
+    fn a_files_padding_and_truncation_are_ignored() {
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/bert/tokenizer.json"
+        );
+        let plain = Tokenizer::from_file(Path::new(fixture)).unwrap();
+        let text = "Hello, world! Ünïcödé 🚂";
+        let want = plain.encode(text, true).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        let pad = |strategy: serde_json::Value, multiple: serde_json::Value| {
+            serde_json::json!({"strategy": strategy, "direction": "Right",
+                "pad_to_multiple_of": multiple, "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"})
+        };
+        let trunc = |max_length: u64, stride: u64| {
+            serde_json::json!({"direction": "Right", "max_length": max_length,
+                "strategy": "LongestFirst", "stride": stride})
+        };
+        for (key, value) in [
+            (
+                "padding",
+                pad(
+                    serde_json::json!({"Fixed": 100_000_000_000u64}),
+                    serde_json::Value::Null,
+                ),
+            ),
+            (
+                "padding",
+                pad(
+                    serde_json::json!("BatchLongest"),
+                    serde_json::json!(u64::MAX),
+                ),
+            ),
+            ("truncation", trunc(1, 0)),
+            ("truncation", trunc(4, 3)),
+        ] {
+            let mut j = json.clone();
+            j[key] = value;
+            std::fs::write(&path, j.to_string()).unwrap();
+            let t = Tokenizer::from_file(&path).unwrap();
+            assert_eq!(t.encode(text, true).unwrap(), want, "{key}: {}", j[key]);
+        }
+        // [CLS] and [SEP] take two of the tokens: two leave none for the text.
+        let e = plain.truncating(2).unwrap_err().to_string();
+        assert!(e.contains("2 special tokens"), "{e}");
+        let (ids, cut) = plain.truncating(3).unwrap().encode_truncated(text).unwrap();
+        assert_eq!((ids.len(), cut), (3, true));
+        assert_eq!((ids[0], ids[2]), (want[0], *want.last().unwrap()));
+    }
 
     /// Found by fuzz/run.sh (tokenizer_files, from the BERT fixture's tokenizer): a template
     /// naming a special token its `special_tokens` lacks loaded, and encoding panicked inside
