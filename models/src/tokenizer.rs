@@ -325,8 +325,8 @@ impl TextStream<'_> {
 mod fuzz_regressions {
     use super::*;
 
-    /// Found by fuzz/run.sh (tokenizer_files, CI on the BERT fixture's tokenizer) and by the
-    /// cases it suggested: a file's own `padding` (a fixed length near 2⁶⁴ or of 10¹¹ tokens) or
+    /// After CI's fuzz/run.sh crashed in tokenizer_files (its input lost with CI's clone), cases
+    /// crafted from the fixtures found these: a file's own `padding` (a fixed length near 2⁶⁴ or of 10¹¹ tokens) or
     /// `truncation` (`max_length` below the template's special tokens, `stride` not below the
     /// length left) made encoding panic or abort inside the tokenizers crate. Both settings are
     /// dropped at load, as transformers drops them, so encoding gives the plain file's ids; a
