@@ -38,23 +38,11 @@ done
 WORK="${SWITCHYARD_COMPARE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/compare}"
 mkdir -p "$WORK"
 tools=$("$here/llamacpp-tools.sh" llama-batched-bench)
-(cd "$repo" && cargo build --release -q --bin switchyard)
-sy="$repo/target/release/switchyard"
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); flags: $(grep -m1 -o 'flags.*' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|f16c|avx512f|avx512_vnni|avx512vnni|amx_int8)$' | tr '\n' ' ')" >&2
+source "$here/compare-common.sh"
+machine_line
 echo "threads $threads; -p $prompt -n $gen, B = $batch, r = $reps; switchyard kernels: $("$sy" devices | grep -m1 'kernels:' | xargs)" >&2
 
-files=()
-labels=()
-if [[ "$model" == *.gguf ]]; then
-  files+=("$model"); labels+=("$(basename "$model")")
-else
-  safe="$(echo "$model" | tr ':/' '__')"
-  for t in ${types//,/ }; do
-    f="$WORK/$safe-$t.gguf"
-    [ -f "$f" ] || "$sy" quantize --model "$model" --to "$t" --out "$f" >&2
-    files+=("$f"); labels+=("$t")
-  done
-fi
+gguf_files "$model" "$types"
 max_b=$(echo "$batch" | tr ',' '\n' | sort -n | tail -1)
 ctx=$(( max_b * (prompt + gen + 1) + 64 ))
 

@@ -43,23 +43,11 @@ mkdir -p "$WORK"
 out="${out:-$(mktemp -d)}"
 mkdir -p "$out"
 tools=$("$here/llamacpp-tools.sh" llama-server)
-(cd "$repo" && cargo build --release -q --bin switchyard)
-sy="$repo/target/release/switchyard"
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); flags: $(grep -m1 -o 'flags.*' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|f16c|avx512f|avx512_vnni|avx512vnni|amx_int8)$' | tr '\n' ' ')" >&2
+source "$here/compare-common.sh"
+machine_line
 echo "threads $threads, slots $slots; prompts of $input_len tokens, $output_len generated; concurrency $concurrency; switchyard kernels: $("$sy" devices | grep -m1 'kernels:' | xargs)" >&2
 
-files=()
-labels=()
-if [[ "$model" == *.gguf ]]; then
-  files+=("$model"); labels+=("$(basename "$model" .gguf)")
-else
-  safe="$(echo "$model" | tr ':/' '__')"
-  for t in ${types//,/ }; do
-    f="$WORK/$safe-$t.gguf"
-    [ -f "$f" ] || "$sy" quantize --model "$model" --to "$t" --out "$f" >&2
-    files+=("$f"); labels+=("$t")
-  done
-fi
+gguf_files "$model" "$types" .gguf
 per_slot=$(( input_len + output_len + 16 ))
 server_pid=""
 cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true; }

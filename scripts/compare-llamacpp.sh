@@ -44,23 +44,11 @@ if [ "$avx2" = 1 ]; then
   export SWITCHYARD_CPU_KERNELS=avx2
 fi
 bench=$("$here/llamacpp-tools.sh" llama-bench)/llama-bench
-(cd "$repo" && cargo build --release -q --bin switchyard)
-sy="$repo/target/release/switchyard"
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); flags: $(grep -m1 -o 'flags.*' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|f16c|avx512f|avx512_vnni|avx512vnni|amx_int8)$' | tr '\n' ' ')" >&2
+source "$here/compare-common.sh"
+machine_line
 echo "threads $threads; -p $prompt -n $gen -r $reps; switchyard kernels: $("$sy" devices | grep -m1 'kernels:' | xargs); llama.cpp: ${LLAMACPP_CMAKE_ARGS:-native build, no AMX}" >&2
 
-files=()
-labels=()
-if [[ "$model" == *.gguf ]]; then
-  files+=("$model"); labels+=("$(basename "$model")")
-else
-  safe="$(echo "$model" | tr ':/' '__')"
-  for t in ${types//,/ }; do
-    f="$WORK/$safe-$t.gguf"
-    [ -f "$f" ] || "$sy" quantize --model "$model" --to "$t" --out "$f" >&2
-    files+=("$f"); labels+=("$t")
-  done
-fi
+gguf_files "$model" "$types"
 
 results="$(mktemp)"
 trap 'rm -f "$results" "$results.rss"' EXIT
