@@ -88,73 +88,61 @@ fn main() -> Result<()> {
         .collect();
     dirs.sort();
     for dir in dirs {
-        if EncoderModel::is_encoder(&dir.display().to_string()) {
-            let (name, graph, named) = encoder_case(&dir)?;
-            let ops = op_names(&graph);
-            let case_dir = format!("model-{}", cases.len());
-            cases.push(record(
-                &cpu,
-                out,
-                &case_dir,
-                &name,
-                &graph,
-                &named,
-                Tolerance::for_dtype(DType::F32),
-                &ops,
-            )?);
-            continue;
-        }
-        let model = Model::load(&dir.display().to_string())?;
-        let options = EngineOptions {
-            dtype: Some(DType::F32),
-            max_context: Some(64),
-            prefill_chunk: Some(16),
-            kv_buckets: Some(vec![32]),
-        };
-        let plan = plan_executables(
-            &model.config,
-            &options,
-            DType::F32,
-            &Default::default(),
-            switchyard::ShapeSupport::Static,
-        )?;
-        let mut rng = Rng(0x5eed ^ dir.display().to_string().len() as u64);
-        let arch = dir
-            .file_name()
-            .map(|f| f.to_string_lossy().to_string())
-            .unwrap_or_default();
         // (case name, graph, its inputs) of every executable of this model.
         let mut graphs = Vec::new();
-        for e in plan.executables {
-            let bucket = e.bucket.expect("static plans specialize every executable");
-            let named = model_inputs(&model, &e.graph, e.entry, bucket, &mut rng)?;
-            graphs.push((format!("{arch}/{}/kv{bucket}", e.entry), e.graph, named));
-        }
-        // The batched pool executables a static device compiles: 3 slots (and the scratch
-        // slot), token buckets 3 and 8, KV buckets 32 and 64.
-        let mut info = cpu.info().clone();
-        info.shape_support = switchyard::ShapeSupport::Static;
-        info.memory_free = None;
-        let pool = plan_pool(
-            &model.config,
-            &options,
-            &BatchOptions {
-                slots: Some(3),
-                step_tokens: Some(8),
-                token_buckets: Some(vec![3]),
-            },
-            DType::F32,
-            &Default::default(),
-            &info,
-        )?;
-        for e in pool.executables {
-            let (width, bucket) = (
-                e.tokens.context("static pools specialize the width")?,
-                e.kv_bucket
-                    .context("static pools specialize the KV length")?,
-            );
-            let named = pool_inputs(&model, &e.graph, width, bucket, &mut rng)?;
-            graphs.push((format!("{arch}/pool/t{width}/kv{bucket}"), e.graph, named));
+        if EncoderModel::is_encoder(&dir.display().to_string()) {
+            graphs.push(encoder_case(&dir)?);
+        } else {
+            let model = Model::load(&dir.display().to_string())?;
+            let options = EngineOptions {
+                dtype: Some(DType::F32),
+                max_context: Some(64),
+                prefill_chunk: Some(16),
+                kv_buckets: Some(vec![32]),
+            };
+            let plan = plan_executables(
+                &model.config,
+                &options,
+                DType::F32,
+                &Default::default(),
+                switchyard::ShapeSupport::Static,
+            )?;
+            let mut rng = Rng(0x5eed ^ dir.display().to_string().len() as u64);
+            let arch = dir
+                .file_name()
+                .map(|f| f.to_string_lossy().to_string())
+                .unwrap_or_default();
+            for e in plan.executables {
+                let bucket = e.bucket.expect("static plans specialize every executable");
+                let named = model_inputs(&model, &e.graph, e.entry, bucket, &mut rng)?;
+                graphs.push((format!("{arch}/{}/kv{bucket}", e.entry), e.graph, named));
+            }
+            // The batched pool executables a static device compiles: 3 slots (and the scratch
+            // slot), token buckets 3 and 8, KV buckets 32 and 64.
+            let mut info = cpu.info().clone();
+            info.shape_support = switchyard::ShapeSupport::Static;
+            info.memory_free = None;
+            let pool = plan_pool(
+                &model.config,
+                &options,
+                &BatchOptions {
+                    slots: Some(3),
+                    step_tokens: Some(8),
+                    token_buckets: Some(vec![3]),
+                },
+                DType::F32,
+                &Default::default(),
+                &info,
+            )?;
+            for e in pool.executables {
+                let (width, bucket) = (
+                    e.tokens.context("static pools specialize the width")?,
+                    e.kv_bucket
+                        .context("static pools specialize the KV length")?,
+                );
+                let named = pool_inputs(&model, &e.graph, width, bucket, &mut rng)?;
+                graphs.push((format!("{arch}/pool/t{width}/kv{bucket}"), e.graph, named));
+            }
         }
         for (name, graph, named) in graphs {
             let ops = op_names(&graph);
