@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use switchyard_runtime::{DType, HostTensor};
+use switchyard_runtime::{DType, HostTensor, PageRelease};
 
 /// Where one tensor lives.
 #[derive(Debug, Clone)]
@@ -50,6 +50,30 @@ pub(crate) fn map_file(path: &Path) -> Result<Arc<Mmap>> {
         source,
     })?;
     Ok(Arc::new(map))
+}
+
+/// How a tensor borrowed from `map` lets its pages go once a device holds its own copy: the
+/// whole pages inside the tensor's bytes leave this process's resident memory, so a repacked or
+/// uploaded weight is not held twice (the f32 weights the CPU repacks: peak memory 2x the file).
+pub(crate) fn page_release(map: &Arc<Mmap>) -> PageRelease {
+    let map = map.clone();
+    Arc::new(move |offset: usize, len: usize| {
+        // Only pages wholly inside the range (a map starts on a page boundary): a neighbouring
+        // tensor read in place keeps its own.
+        const PAGE: usize = 4096;
+        let start = offset.next_multiple_of(PAGE);
+        let end = (offset + len) / PAGE * PAGE;
+        if end > start {
+            // SAFETY: `map` is a read-only mapping of a file this process never writes (see
+            // `map_file`), so after MADV_DONTNEED a read of these pages faults them in again
+            // from the file with the same bytes: every borrow of the map keeps seeing what it
+            // saw. The range lies inside the map (`offset + len` is a tensor's range, checked by
+            // `HostTensor::from_shared`). Failure only means the pages stay resident.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
+    })
 }
 
 fn st_dtype(d: safetensors::Dtype) -> Option<DType> {
@@ -208,12 +232,12 @@ impl Checkpoint {
             })?;
         let (path, map) = &self.files[e.file];
         let owner: Arc<dyn AsRef<[u8]> + Send + Sync> = map.clone();
-        HostTensor::from_shared(e.dtype, &e.shape, owner, e.start, e.len).map_err(|err| {
-            ModelError::Checkpoint {
+        HostTensor::from_shared(e.dtype, &e.shape, owner, e.start, e.len)
+            .map(|t| t.with_page_release(page_release(map)))
+            .map_err(|err| ModelError::Checkpoint {
                 file: path.clone(),
                 message: format!("tensor '{name}': {err}"),
-            }
-        })
+            })
     }
 
     /// Total bytes of tensor data.

@@ -43,7 +43,10 @@ pub(crate) fn read_weight(
     if host.dtype() == spec.dtype {
         Ok(host)
     } else if host.dtype().is_float() {
-        Ok(host.to_dtype(spec.dtype)?)
+        let converted = host.to_dtype(spec.dtype)?;
+        // The converted copy is what the device takes; the file's pages need not stay resident.
+        host.release_pages();
+        Ok(converted)
     } else {
         Err(ModelError::TensorDType {
             name: name.to_string(),

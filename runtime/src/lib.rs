@@ -54,4 +54,4 @@ pub use graph::{
 };
 pub use interpreter::interpret;
 pub use shape::{Dim, Shape, SymbolBindings};
-pub use tensor::{HostTensor, TensorSpec};
+pub use tensor::{HostTensor, PageRelease, TensorSpec};

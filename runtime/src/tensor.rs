@@ -47,7 +47,14 @@ pub struct HostBytes {
     offset: usize,
     len: usize,
     borrowed: bool,
+    release: Option<PageRelease>,
 }
+
+/// How a source of borrowed bytes lets the pages of `owner[offset..offset + len]` leave this
+/// process's resident memory (a read-only memory map: `madvise(MADV_DONTNEED)`; the pages are read
+/// from the file again if they are touched later, so nothing is lost). Called with the offset and
+/// length of one tensor's bytes.
+pub type PageRelease = Arc<dyn Fn(usize, usize) + Send + Sync>;
 
 impl HostBytes {
     fn owned(bytes: Vec<u8>) -> Self {
@@ -57,6 +64,7 @@ impl HostBytes {
             offset: 0,
             len,
             borrowed: false,
+            release: None,
         }
     }
 
@@ -185,6 +193,7 @@ impl HostTensor {
                 offset,
                 len,
                 borrowed: true,
+                release: None,
             },
         })
     }
@@ -202,6 +211,7 @@ impl HostTensor {
                 offset: 0,
                 len,
                 borrowed: false,
+                release: None,
             },
         })
     }
@@ -335,6 +345,30 @@ impl HostTensor {
     /// True when the bytes are borrowed from a shared owner (e.g. a memory map), not copied.
     pub fn is_borrowed(&self) -> bool {
         self.data.borrowed
+    }
+
+    /// This tensor with the way its (borrowed) bytes' source lets their pages go; see
+    /// [`release_pages`](Self::release_pages).
+    pub fn with_page_release(mut self, release: PageRelease) -> Self {
+        self.data.release = Some(release);
+        self
+    }
+
+    /// Says that this process will not read these bytes again soon: a device that keeps its own
+    /// copy (a repacked or uploaded weight) calls it so that the file's pages do not stay
+    /// resident beside the copy. Reading the bytes afterwards still gives them (from the file
+    /// again). Does nothing for owned bytes or a source without a [`PageRelease`].
+    pub fn release_pages(&self) {
+        self.release_pages_of(0..self.data.len);
+    }
+
+    /// [`release_pages`](Self::release_pages) for the bytes `range` of this tensor (clamped to
+    /// its length).
+    pub fn release_pages_of(&self, range: std::ops::Range<usize>) {
+        let (start, end) = (range.start.min(self.data.len), range.end.min(self.data.len));
+        if let (Some(release), true) = (&self.data.release, end > start) {
+            release(self.data.offset + start, end - start);
+        }
     }
 
     /// The same bytes under new dimensions with the same element count.

@@ -195,13 +195,29 @@ impl Device for CandleDevice {
                 && host.dims()[1].is_multiple_of(host.dtype().block_len());
             if packable {
                 let (n, k) = (host.dims()[0], host.dims()[1]);
-                let packed = PackedMatrix::pack(&host.to_f32_vec()?, n, k);
+                // Packed straight from the file's bytes where they are aligned f32 (no
+                // temporary copy of the whole matrix beside the packed one).
+                let copied;
+                let values: &[f32] = match bytemuck::try_cast_slice(host.as_bytes()) {
+                    Ok(values) => values,
+                    Err(_) => {
+                        copied = host.to_f32_vec()?;
+                        &copied
+                    }
+                };
+                // Only the packed copy is read from now on: a memory-mapped file's pages go as
+                // they are packed, so the weight is never resident twice.
+                let packed = PackedMatrix::pack_reporting(values, n, k, |rows| {
+                    host.release_pages_of(rows.start * k * 4..rows.end * k * 4)
+                });
                 out.push(CandleBuffer::Packed(std::sync::Arc::new(packed)));
+                host.release_pages();
             } else if blocks {
                 // Read in place by the CPU kernels: a GGUF weight stays in the memory map.
                 out.push(CandleBuffer::Blocks(host));
             } else {
                 out.push(self.upload(&host)?);
+                host.release_pages();
             }
         }
         Ok(out)

@@ -546,6 +546,8 @@ impl Device for NeuronDevice {
         for (i, plan) in plans.iter().enumerate() {
             let host = fetch(i)?;
             out.push(self.watch(self.upload_labelled(&host, &format!("weight '{}'", plan.name)))?);
+            // The device holds its own copy: a memory-mapped file's pages need not stay.
+            host.release_pages();
         }
         Ok(out)
     }

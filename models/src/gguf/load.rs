@@ -37,6 +37,8 @@ fn unpermute_rotary_rows(t: HostTensor, heads: usize) -> Result<HostTensor> {
             }
         }
     }
+    // The reordered copy is what the device takes: the file's pages need not stay resident.
+    t.release_pages();
     Ok(HostTensor::new(t.dtype(), t.dims(), out)?)
 }
 
@@ -75,6 +77,7 @@ impl WeightSource for GgufWeights {
             }
             Stored::PlusOne => {
                 let v: Vec<f32> = t.to_f32_vec()?.into_iter().map(|x| x - 1.0).collect();
+                t.release_pages();
                 Ok(HostTensor::from_f32_as(t.dtype(), t.dims(), &v)?)
             }
         }

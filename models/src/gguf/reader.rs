@@ -373,13 +373,10 @@ impl GgufFile {
                 files: self.path.display().to_string(),
             })?;
         let owner: Arc<dyn AsRef<[u8]> + Send + Sync> = self.map.clone();
-        Ok(HostTensor::from_shared(
-            info.dtype,
-            &info.dims,
-            owner,
-            info.offset,
-            info.len,
-        )?)
+        Ok(
+            HostTensor::from_shared(info.dtype, &info.dims, owner, info.offset, info.len)?
+                .with_page_release(crate::checkpoint::page_release(&self.map)),
+        )
     }
 
     /// A required metadata key, as an unsigned integer.
@@ -477,6 +474,54 @@ mod tests {
             f.require_u64("general.architecture"),
             Err(ModelError::Config { .. })
         ));
+    }
+
+    /// Resident KiB of this process's mappings of `path` (Linux's `/proc/self/smaps`).
+    #[cfg(target_os = "linux")]
+    fn resident_kib(path: &std::path::Path) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        let mut kib = 0;
+        for line in smaps.lines() {
+            if line.contains('-') && line.split_whitespace().count() >= 5 {
+                inside = line.ends_with(path.to_str().unwrap());
+            } else if inside && line.starts_with("Rss:") {
+                kib += line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap();
+            }
+        }
+        kib
+    }
+
+    /// A tensor's pages leave resident memory when released (a device keeping its own copy
+    /// calls it), and reading the tensor afterwards still gives its bytes, from the file.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn released_pages_leave_memory_and_read_back_the_same() {
+        let mut w = GgufWriter::new();
+        w.meta("general.architecture", GgufValue::Str("llama".into()));
+        let values: Vec<f32> = (0..512 * 512).map(|i| i as f32).collect();
+        let big = HostTensor::from_f32(&[512, 512], &values).unwrap();
+        w.tensor("big.weight", big.clone()).unwrap();
+        let (_d, p) = written(&w);
+        let f = GgufFile::open(&p).unwrap();
+        let t = f.tensor("big.weight").unwrap();
+        assert_eq!(t, big, "read in full: every page resident");
+        let before = resident_kib(&p);
+        assert!(before >= 1024, "{before} KiB resident after reading 1 MiB");
+        t.release_pages();
+        let after = resident_kib(&p);
+        // All but the two pages the tensor may share with its neighbours go.
+        assert!(
+            after + 1024 - 8 <= before,
+            "{before} KiB before, {after} KiB after"
+        );
+        assert_eq!(t, big, "read again from the file");
+        assert_eq!(f.tensor("big.weight").unwrap(), big);
     }
 
     #[test]

@@ -17,14 +17,34 @@ pub struct PackedMatrix {
 impl PackedMatrix {
     /// Packs the row-major `w` (`n` rows of `k`).
     pub fn pack(w: &[f32], n: usize, k: usize) -> PackedMatrix {
+        Self::pack_reporting(w, n, k, |_| {})
+    }
+
+    /// [`pack`](Self::pack), telling `read` which rows of `w` it has finished reading, a few MiB
+    /// at a time and in order, so that their source (a memory-mapped file) can let them go
+    /// while the rest is packed.
+    pub fn pack_reporting(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        mut read: impl FnMut(std::ops::Range<usize>),
+    ) -> PackedMatrix {
+        /// Source bytes per report.
+        const REPORT_BYTES: usize = 4 << 20;
         assert_eq!(w.len(), n * k, "a {n}x{k} matrix needs {} values", n * k);
         let panels = n.div_ceil(PANEL);
         let mut data = vec![0f32; panels * k * PANEL];
+        let rows_per_report = (REPORT_BYTES / (4 * k.max(1))).max(1);
+        let mut reported = 0;
         for (r, row) in w.chunks_exact(k.max(1)).enumerate().take(n) {
             let (p, j) = (r / PANEL, r % PANEL);
             let panel = &mut data[p * k * PANEL..(p + 1) * k * PANEL];
             for (kk, &v) in row.iter().enumerate() {
                 panel[kk * PANEL + j] = v;
+            }
+            if r + 1 - reported == rows_per_report || r + 1 == n {
+                read(reported..r + 1);
+                reported = r + 1;
             }
         }
         PackedMatrix { data, dims: [n, k] }
@@ -91,5 +111,26 @@ mod tests {
         assert_eq!(row, w[33 * k..34 * k]);
         // Padding rows of the last panel are zero.
         assert_eq!(p.panel(1)[PANEL - 1], 0.0);
+    }
+
+    /// Every row is reported read exactly once, in order, in parts of at most 4 MiB of source.
+    #[test]
+    fn reports_each_row_read_once_in_order() {
+        let (n, k) = (3000, 1000);
+        let w = vec![1f32; n * k];
+        let mut parts = Vec::new();
+        let p = PackedMatrix::pack_reporting(&w, n, k, |rows| parts.push(rows));
+        assert_eq!(p.unpack(), w);
+        let mut next = 0;
+        for rows in &parts {
+            assert_eq!(rows.start, next);
+            assert!(
+                !rows.is_empty() && rows.len() * k * 4 <= 4 << 20,
+                "{rows:?}"
+            );
+            next = rows.end;
+        }
+        assert_eq!(next, n);
+        assert!(parts.len() > 1);
     }
 }
