@@ -268,11 +268,30 @@ pub(crate) fn eval(
             .affine(1.0 / *cap as f64, 0.0)?
             .tanh()?
             .affine(*cap as f64, 0.0)?,
-        Op::RmsNorm { eps } => candle_nn::ops::rms_norm(&t(x[0])?.contiguous()?, t(x[1])?, *eps)?,
+        Op::RmsNorm { eps } => match isa
+            .any()
+            .then(|| crate::cpu::rowwise::rms_norm(isa, t(x[0])?, t(x[1])?, *eps))
+            .transpose()?
+            .flatten()
+        {
+            Some(y) => y,
+            None => candle_nn::ops::rms_norm(&t(x[0])?.contiguous()?, t(x[1])?, *eps)?,
+        },
         Op::LayerNorm { eps } => {
             candle_nn::ops::layer_norm(&t(x[0])?.contiguous()?, t(x[1])?, t(x[2])?, *eps)?
         }
-        Op::Rope { interleaved } => rope(t(x[0])?, t(x[1])?, t(x[2])?, *interleaved)?,
+        Op::Rope { interleaved } => {
+            let (a, c, s) = (t(x[0])?, t(x[1])?, t(x[2])?);
+            match isa
+                .any()
+                .then(|| crate::cpu::rowwise::rope(isa, a, c, s, *interleaved))
+                .transpose()?
+                .flatten()
+            {
+                Some(y) => y,
+                None => rope(a, c, s, *interleaved)?,
+            }
+        }
         Op::Softmax => {
             let a = t(x[0])?;
             match isa

@@ -96,6 +96,15 @@ fn map_rows(
     row: usize,
     f: impl Fn(&[f32], &mut [f32]) + Sync,
 ) -> Result<Option<Tensor>> {
+    map_rows_from(x, row, |_, a, b| f(a, b))
+}
+
+/// [`map_rows`] with the index of each part's first row: `f(first row, x rows, y rows)`.
+pub(super) fn map_rows_from(
+    x: &Tensor,
+    row: usize,
+    f: impl Fn(usize, &[f32], &mut [f32]) + Sync,
+) -> Result<Option<Tensor>> {
     if x.dtype() != DType::F32 || !x.device().is_cpu() || row == 0 {
         return Ok(None);
     }
@@ -111,7 +120,7 @@ fn map_rows(
         let pool = candle_core::utils::barrier_pool();
         let threads = pool.n_workers() + 1;
         if n < PARALLEL_ELEMENTS || threads == 1 {
-            f(src, &mut y);
+            f(0, src, &mut y);
         } else {
             let rows = n / row;
             let per = rows.div_ceil(threads) * row;
@@ -124,7 +133,7 @@ fn map_rows(
                 if let Some(part) = parts.get(tid) {
                     if let Ok(mut p) = part.lock() {
                         let (a, b) = &mut *p;
-                        f(a, b);
+                        f(tid * per / row, a, b);
                     }
                 }
             });

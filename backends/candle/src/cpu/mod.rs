@@ -9,6 +9,7 @@ pub mod kernels;
 pub(crate) mod math;
 pub mod packed;
 pub(crate) mod quant;
+pub(crate) mod rowwise;
 pub(crate) mod slot_attention;
 
 /// Threads of candle's CPU worker pool, the calling thread included.
