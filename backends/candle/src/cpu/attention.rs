@@ -81,14 +81,57 @@ fn softmax_row(row: &mut [f32], lo: usize, hi: usize, scale: f32, softcap: Optio
             .for_each(|v| *v = cap * (*v * scale / cap).tanh()),
         None => live.iter_mut().for_each(|v| *v *= scale),
     }
-    let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for v in live.iter_mut() {
-        *v = fast_exp(*v - max);
-        sum += *v;
+    // Maximum and sum in eight running lanes, the exponentials in a pass of their own: loops
+    // the compiler vectorizes (one running sum would fix the order of every addition).
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = live.chunks_exact(8);
+    let mut max = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
+        }
     }
-    let inv = 1.0 / sum;
+    max = lanes.iter().copied().fold(max, f32::max);
+    live.iter_mut().for_each(|v| *v = fast_exp(*v - max));
+    let mut lanes = [0f32; 8];
+    let chunks = live.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (s, &v) in lanes.iter_mut().zip(c) {
+            *s += v;
+        }
+    }
+    let inv = 1.0 / (lanes.iter().sum::<f32>() + tail);
     live.iter_mut().for_each(|v| *v *= inv);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn softmax_row_avx2(row: &mut [f32], lo: usize, hi: usize, scale: f32, softcap: Option<f32>) {
+    softmax_row(row, lo, hi, scale, softcap)
+}
+
+/// [`softmax_row`] with the instructions `isa` allows.
+fn softmax_row_isa(
+    isa: Isa,
+    row: &mut [f32],
+    lo: usize,
+    hi: usize,
+    scale: f32,
+    softcap: Option<f32>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if isa.avx2() {
+        // SAFETY: an `Isa` exists only for variants this CPU runs; from AVX2 up they include
+        // AVX2 and FMA.
+        return unsafe { softmax_row_avx2(row, lo, hi, scale, softcap) };
+    }
+    let _ = isa;
+    softmax_row(row, lo, hi, scale, softcap)
 }
 
 /// The visible keys `lo..hi` of score row `row`.
@@ -308,7 +351,7 @@ pub(crate) fn blocked(
             for (r, row) in s.chunks_exact_mut(span).enumerate() {
                 let (l, hh) = range(positions[i0 + r % (i1 - i0)]);
                 let (l, hh) = (l.max(lo) - lo, hh.max(lo) - lo);
-                softmax_row(row, l, hh.max(l), a.scale, a.softcap);
+                softmax_row_isa(isa, row, l, hh.max(l), a.scale, a.softcap);
             }
             let probs: Vec<&[f32]> = s.chunks_exact(span).collect();
             let vb = &values.data[lo * values.row_stride + h * values.width..];
