@@ -10,13 +10,18 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // `n` as an integer straight from the bits of `shifted` (`1.5·2²³ + n`: `n` sits in the low
+    // mantissa bits), integer arithmetic the compiler vectorizes (`n as i32` is a saturating
+    // conversion it does one lane at a time).
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     p * scale
 }
 
@@ -35,6 +40,13 @@ mod tests {
             x += 0.0137;
         }
         assert!(worst < 5e-7, "worst relative error {worst:e}");
+        // The exponent assembled from the bits is the rounded `n` itself, over the whole
+        // range the clamp leaves (a wrong exponent is off by a factor of two or more).
+        for n in -125..=126 {
+            let x = n as f32 * std::f32::consts::LN_2;
+            let (got, want) = (fast_exp(x) as f64, (x as f64).exp());
+            assert!(((got - want) / want).abs() < 5e-7, "2^{n}: {got:e}");
+        }
         assert_eq!(fast_exp(-1e30), fast_exp(-87.0));
     }
 }
