@@ -8,7 +8,6 @@
 //! these reach 250-300 on the shapes of a transformer layer.
 
 use super::kernels::Isa;
-use std::sync::Mutex;
 
 /// Rows of `A` per microkernel call.
 const MR: usize = 12;
@@ -140,19 +139,34 @@ unsafe fn block_avx2<const H: usize>(kc: usize, a: &[f32], b: &[f32], c0: usize,
 /// Packs the rows of `A` (each at least `k` long) as `[k-slice][m-block][kc][MR]`, zero-padded
 /// to whole blocks.
 fn pack_a(rows: &[&[f32]], k: usize) -> Vec<f32> {
-    let mblocks = rows.len().div_ceil(MR);
-    let kblocks = k.div_ceil(KC);
-    let mut packed = vec![0f32; kblocks * mblocks * KC * MR];
-    for kb in 0..kblocks {
-        let (k0, kc) = (kb * KC, KC.min(k - kb * KC));
-        for (r, row) in rows.iter().enumerate() {
-            let base = (kb * mblocks + r / MR) * KC * MR + r % MR;
-            for (kk, &v) in row[k0..k0 + kc].iter().enumerate() {
-                packed[base + kk * MR] = v;
-            }
-        }
+    let mut packed = vec![0f32; k.div_ceil(KC) * rows.len().div_ceil(MR) * KC * MR];
+    for (i, block) in packed.chunks_exact_mut(KC * MR).enumerate() {
+        pack_a_block(rows, k, i, block);
     }
     packed
+}
+
+/// [`pack_a`] on candle's CPU worker threads (one `KC × MR` block of the layout per part), for
+/// callers outside them: a prompt's activations are megabytes.
+fn pack_a_parallel(rows: &[&[f32]], k: usize) -> Vec<f32> {
+    let mut packed = vec![0f32; k.div_ceil(KC) * rows.len().div_ceil(MR) * KC * MR];
+    super::par_chunks_mut(&mut packed, KC * MR, |i, block| {
+        pack_a_block(rows, k, i, block)
+    });
+    packed
+}
+
+/// Block `i` of [`pack_a`]'s layout (k-slice `i / m-blocks`, m-block `i % m-blocks`).
+#[inline(always)]
+fn pack_a_block(rows: &[&[f32]], k: usize, i: usize, block: &mut [f32]) {
+    let mblocks = rows.len().div_ceil(MR);
+    let (kb, mb) = (i / mblocks, i % mblocks);
+    let (k0, kc) = (kb * KC, KC.min(k - kb * KC));
+    for (r, row) in rows.iter().enumerate().skip(mb * MR).take(MR) {
+        for (kk, &v) in row[k0..k0 + kc].iter().enumerate() {
+            block[kk * MR + r % MR] = v;
+        }
+    }
 }
 
 /// Packs columns `j0..j0 + cols` (at most NR) of depths `k0..k0 + kc` as `[kc][NR]`, zero-padded.
@@ -209,8 +223,66 @@ fn pack_b(rhs: Rhs<'_>, j0: usize, cols: usize, k0: usize, kc: usize, bp: &mut [
     }
 }
 
+/// The result as the panels write it: element `(i, j)` at `ptr + i * ld + j`, inside `len`
+/// values. A raw pointer because the threads of [`gemm_nt`] write disjoint columns of the same
+/// rows, which no set of disjoint slices describes.
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: *mut f32,
+    ld: usize,
+    len: usize,
+}
+
+// SAFETY: an `Out` is only written through `row`, whose callers guarantee that no two threads
+// (and no live reference) touch the same elements.
+unsafe impl Send for Out {}
+// SAFETY: as above.
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// `c` with rows `ld` apart.
+    fn of(c: &mut [f32], ld: usize) -> Out {
+        Out {
+            ptr: c.as_mut_ptr(),
+            ld,
+            len: c.len(),
+        }
+    }
+
+    /// The same rows from column `j` on.
+    fn columns_from(self, j: usize) -> Out {
+        assert!(j <= self.len);
+        Out {
+            // SAFETY: `j <= len`: at most one past the end of the same allocation.
+            ptr: unsafe { self.ptr.add(j) },
+            ld: self.ld,
+            len: self.len - j,
+        }
+    }
+
+    /// Row `i`, columns `j..j + cols`.
+    ///
+    /// # Safety
+    /// The `Out` was made from a slice that is still mutably borrowed for it, and nothing else
+    /// reads or writes these elements while the returned slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, i: usize, j: usize, cols: usize) -> &mut [f32] {
+        let at = i * self.ld + j;
+        assert!(
+            at + cols <= self.len,
+            "row {i} columns {j}+{cols} outside the result"
+        );
+        // SAFETY: inside the `len` values from `ptr` (asserted); exclusive by the contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), cols) }
+    }
+}
+
 /// Columns `n0..n1` of `C = A·rhs` for `m` rows packed in `ap`, written to `out` (row `i`, column
-/// `j` at `out[i * ldo + j - n0]`), with the AVX-512 microkernel or the AVX2 one.
+/// `j` at `out.row(i, j - n0)`), with the AVX-512 microkernel or the AVX2 one.
+///
+/// # Safety
+/// The instructions of the microkernel are enabled; no other thread touches columns
+/// `n0..n1` of `out`'s first `m` rows meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -221,8 +293,7 @@ unsafe fn panels_with<const AVX512: bool>(
     rhs: Rhs<'_>,
     n0: usize,
     n1: usize,
-    out: &mut [f32],
-    ldo: usize,
+    out: Out,
 ) {
     let mblocks = m.div_ceil(MR);
     let kblocks = k.div_ceil(KC);
@@ -272,7 +343,9 @@ unsafe fn panels_with<const AVX512: bool>(
                         }
                     };
                     for i in 0..rows {
-                        let dst = &mut out[(mb * MR + i) * ldo + (p0 - n0)..][..cols];
+                        // SAFETY: columns `n0..n1` of these rows are this call's alone (the
+                        // caller's contract), and `dst` ends before the next row is taken.
+                        let dst = unsafe { out.row(mb * MR + i, p0 - n0, cols) };
                         let src = &tile[i * NR..i * NR + cols];
                         if kb == 0 {
                             dst.copy_from_slice(src);
@@ -296,11 +369,10 @@ unsafe fn panels_avx512(
     rhs: Rhs<'_>,
     n0: usize,
     n1: usize,
-    out: &mut [f32],
-    ldo: usize,
+    out: Out,
 ) {
     // SAFETY: AVX-512F is enabled for this function.
-    unsafe { panels_with::<true>(ap, m, k, rhs, n0, n1, out, ldo) }
+    unsafe { panels_with::<true>(ap, m, k, rhs, n0, n1, out) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -313,17 +385,19 @@ unsafe fn panels_avx2(
     rhs: Rhs<'_>,
     n0: usize,
     n1: usize,
-    out: &mut [f32],
-    ldo: usize,
+    out: Out,
 ) {
     // SAFETY: AVX2 and FMA are enabled for this function.
-    unsafe { panels_with::<false>(ap, m, k, rhs, n0, n1, out, ldo) }
+    unsafe { panels_with::<false>(ap, m, k, rhs, n0, n1, out) }
 }
 
 /// [`panels_with`] with the widest kernel `isa` allows (which must be [`available`]).
+///
+/// # Safety
+/// No other thread touches columns `n0..n1` of `out`'s first `m` rows meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-fn panels(
+unsafe fn panels(
     isa: Isa,
     ap: &[f32],
     m: usize,
@@ -331,16 +405,16 @@ fn panels(
     rhs: Rhs<'_>,
     n0: usize,
     n1: usize,
-    out: &mut [f32],
-    ldo: usize,
+    out: Out,
 ) {
     assert!(available(isa));
     if isa.avx512() {
-        // SAFETY: an `Isa` exists only for variants this CPU runs; this one has AVX-512F.
-        unsafe { panels_avx512(ap, m, k, rhs, n0, n1, out, ldo) }
+        // SAFETY: an `Isa` exists only for variants this CPU runs; this one has AVX-512F. The
+        // columns are ours (this function's contract).
+        unsafe { panels_avx512(ap, m, k, rhs, n0, n1, out) }
     } else {
         // SAFETY: as above; every available variant has AVX2 and FMA.
-        unsafe { panels_avx2(ap, m, k, rhs, n0, n1, out, ldo) }
+        unsafe { panels_avx2(ap, m, k, rhs, n0, n1, out) }
     }
 }
 
@@ -362,7 +436,8 @@ pub(crate) fn gemm_rows(
         }
         assert!(c.len() >= (a_rows.len() - 1) * ldc + n);
         let ap = pack_a(a_rows, k);
-        panels(isa, &ap, a_rows.len(), k, rhs, 0, n, c, ldc);
+        // SAFETY: `c` is borrowed mutably for the call and only this thread writes it.
+        unsafe { panels(isa, &ap, a_rows.len(), k, rhs, 0, n, Out::of(c, ldc)) };
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -391,28 +466,23 @@ pub(crate) fn gemm_nt(
         }
         assert!(a.len() >= m * k && c.len() >= m * n);
         let rows: Vec<&[f32]> = a.chunks_exact(k).take(m).collect();
-        let ap = pack_a(&rows, k);
+        let ap = pack_a_parallel(&rows, k);
         let pool = candle_core::utils::barrier_pool();
         let threads = pool.n_workers() + 1;
         let count = n.div_ceil(NR);
-        let blocks: Mutex<Vec<(usize, usize, Vec<f32>)>> = Mutex::new(Vec::new());
+        // Each thread writes its own columns of `c` in place (no per-thread block to allocate
+        // and copy back).
+        let out = Out::of(&mut c[..m * n], n);
         pool.execute(|tid| {
             let (p0, p1) = (tid * count / threads, (tid + 1) * count / threads);
             if p0 == p1 {
                 return;
             }
             let (n0, n1) = (p0 * NR, (p1 * NR).min(n));
-            let mut block = vec![0f32; m * (n1 - n0)];
-            panels(isa, &ap, m, k, rhs, n0, n1, &mut block, n1 - n0);
-            if let Ok(mut b) = blocks.lock() {
-                b.push((n0, n1, block));
-            }
+            // SAFETY: thread `tid` alone writes columns `n0..n1` (the ranges split `0..n`), and
+            // `c` stays mutably borrowed until `execute` returns with every thread done.
+            unsafe { panels(isa, &ap, m, k, rhs, n0, n1, out.columns_from(n0)) };
         });
-        for (n0, n1, block) in blocks.into_inner().unwrap_or_default() {
-            for (i, row) in block.chunks_exact(n1 - n0).enumerate() {
-                c[i * n + n0..i * n + n1].copy_from_slice(row);
-            }
-        }
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
