@@ -2,7 +2,7 @@
 //! cache in place instead of materializing scores, masks and a grouped copy of the keys.
 
 use super::kernels::Isa;
-use super::math::fast_exp;
+use super::math::{fast_exp, sum_in_lanes};
 use candle_core::{DType, Result, Tensor};
 use candle_nn::attention::{flash_attn, AttnMask};
 use switchyard_runtime::AttentionAttrs;
@@ -97,15 +97,7 @@ fn softmax_row(row: &mut [f32], lo: usize, hi: usize, scale: f32, softcap: Optio
     }
     max = lanes.iter().copied().fold(max, f32::max);
     live.iter_mut().for_each(|v| *v = fast_exp(*v - max));
-    let mut lanes = [0f32; 8];
-    let chunks = live.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for (s, &v) in lanes.iter_mut().zip(c) {
-            *s += v;
-        }
-    }
-    let inv = 1.0 / (lanes.iter().sum::<f32>() + tail);
+    let inv = 1.0 / sum_in_lanes(live, |v| v);
     live.iter_mut().for_each(|v| *v *= inv);
 }
 

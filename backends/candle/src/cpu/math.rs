@@ -25,6 +25,21 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
     p * scale
 }
 
+/// `Σ f(v)` over `xs` in eight interleaved running sums (then the tail): a loop the compiler
+/// vectorizes, where one running sum would fix the order of every addition.
+#[inline(always)]
+pub(crate) fn sum_in_lanes(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for c in chunks {
+        for (s, &v) in lanes.iter_mut().zip(c) {
+            *s += f(v);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

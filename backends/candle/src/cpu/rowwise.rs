@@ -8,27 +8,14 @@
 
 use super::activation::map_rows_from;
 use super::kernels::Isa;
+use super::math::sum_in_lanes;
 use candle_core::{DType, Result, Tensor};
-
-/// `Σ v²` over `row` in eight interleaved partial sums.
-#[inline(always)]
-fn sum_squares(row: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = row.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += v * v;
-        }
-    }
-    acc.iter().sum::<f32>() + tail.iter().map(|v| v * v).sum::<f32>()
-}
 
 #[inline(always)]
 fn rms_norm_rows(x: &[f32], y: &mut [f32], w: &[f32], eps: f32) {
     let h = w.len();
     for (xr, yr) in x.chunks_exact(h).zip(y.chunks_exact_mut(h)) {
-        let inv = 1.0 / (sum_squares(xr) / h as f32 + eps).sqrt();
+        let inv = 1.0 / (sum_in_lanes(xr, |v| v * v) / h as f32 + eps).sqrt();
         for ((o, &v), &g) in yr.iter_mut().zip(xr).zip(w) {
             *o = v * inv * g;
         }
