@@ -8,6 +8,7 @@
 //! these reach 250-300 on the shapes of a transformer layer.
 
 use super::kernels::Isa;
+use super::out::Out;
 
 /// Rows of `A` per microkernel call.
 const MR: usize = 12;
@@ -220,60 +221,6 @@ fn pack_b(rhs: Rhs<'_>, j0: usize, cols: usize, k0: usize, kc: usize, bp: &mut [
                 dst[cols..].fill(0.0);
             }
         }
-    }
-}
-
-/// The result as the panels write it: element `(i, j)` at `ptr + i * ld + j`, inside `len`
-/// values. A raw pointer because the threads of [`gemm_nt`] write disjoint columns of the same
-/// rows, which no set of disjoint slices describes.
-#[derive(Clone, Copy)]
-struct Out {
-    ptr: *mut f32,
-    ld: usize,
-    len: usize,
-}
-
-// SAFETY: an `Out` is only written through `row`, whose callers guarantee that no two threads
-// (and no live reference) touch the same elements.
-unsafe impl Send for Out {}
-// SAFETY: as above.
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// `c` with rows `ld` apart.
-    fn of(c: &mut [f32], ld: usize) -> Out {
-        Out {
-            ptr: c.as_mut_ptr(),
-            ld,
-            len: c.len(),
-        }
-    }
-
-    /// The same rows from column `j` on.
-    fn columns_from(self, j: usize) -> Out {
-        assert!(j <= self.len);
-        Out {
-            // SAFETY: `j <= len`: at most one past the end of the same allocation.
-            ptr: unsafe { self.ptr.add(j) },
-            ld: self.ld,
-            len: self.len - j,
-        }
-    }
-
-    /// Row `i`, columns `j..j + cols`.
-    ///
-    /// # Safety
-    /// The `Out` was made from a slice that is still mutably borrowed for it, and nothing else
-    /// reads or writes these elements while the returned slice lives.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn row(&self, i: usize, j: usize, cols: usize) -> &mut [f32] {
-        let at = i * self.ld + j;
-        assert!(
-            at + cols <= self.len,
-            "row {i} columns {j}+{cols} outside the result"
-        );
-        // SAFETY: inside the `len` values from `ptr` (asserted); exclusive by the contract.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), cols) }
     }
 }
 

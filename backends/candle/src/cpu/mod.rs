@@ -7,6 +7,7 @@ pub(crate) mod gemm;
 pub(crate) mod gemv;
 pub mod kernels;
 pub(crate) mod math;
+pub(crate) mod out;
 pub mod packed;
 pub(crate) mod quant;
 pub(crate) mod rowwise;

@@ -41,6 +41,8 @@ pub(crate) trait Format {
     const MIN: bool = false;
     /// For 32-value formats: the code standing for zero (the offset is `d` times it).
     const ZERO_CODE: f32 = 0.0;
+    /// The largest unsigned code (q8_0's signed codes, offset by 128, reach 255).
+    const MAX_CODE: i32 = 255;
 
     /// The scales of the block at `b`.
     ///
@@ -130,6 +132,7 @@ fn two(mult: f32, off: f32, min: f32, out: &mut Scales) {
 pub(crate) struct Q4_0;
 impl Format for Q4_0 {
     const ZERO_CODE: f32 = 8.0;
+    const MAX_CODE: i32 = 15;
     const BYTES: usize = 18;
     const VALUES: usize = 32;
     const ACT: ActFormat = ActFormat::Q8_0;
@@ -155,6 +158,7 @@ impl Format for Q4_1 {
     const VALUES: usize = 32;
     const ACT: ActFormat = ActFormat::Q8_1;
     const MIN: bool = true;
+    const MAX_CODE: i32 = 15;
     #[inline(always)]
     unsafe fn scales(b: *const u8, out: &mut Scales) {
         two(f16_at(b), 0.0, f16_at(b.add(2)), out);
@@ -173,6 +177,7 @@ impl Format for Q4_1 {
 pub(crate) struct Q5_0;
 impl Format for Q5_0 {
     const ZERO_CODE: f32 = 16.0;
+    const MAX_CODE: i32 = 31;
     const BYTES: usize = 22;
     const VALUES: usize = 32;
     const ACT: ActFormat = ActFormat::Q8_0;
@@ -199,6 +204,7 @@ impl Format for Q5_1 {
     const VALUES: usize = 32;
     const ACT: ActFormat = ActFormat::Q8_1;
     const MIN: bool = true;
+    const MAX_CODE: i32 = 31;
     #[inline(always)]
     unsafe fn scales(b: *const u8, out: &mut Scales) {
         two(f16_at(b), 0.0, f16_at(b.add(2)), out);

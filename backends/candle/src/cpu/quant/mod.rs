@@ -5,10 +5,12 @@
 //! row is dotted with it in integer arithmetic straight from its stored blocks ([`dot`]), eight
 //! rows at a time, split over the compute threads; a few rows (a batched decode step, up to
 //! [`SKINNY_ROWS`]) the same way, each weight block dotted with four rows while it is loaded.
-//! Prompts (many rows) dequantize each weight
-//! slice into the f32 matrix product ([`dequant`], [`super::gemm`]): every slice serves many
-//! rows there, and the f32 kernel outruns integer dot products; it also rounds the activations
-//! less (the logits differ from llama.cpp's by less than llama.cpp's own rounding costs it).
+//! Prompts (many rows) against the 32-value formats take integer kernels laid out for many rows
+//! where the CPU has AVX-512 VNNI ([`prompt`]: one `vpdpbusd` multiplies four codes of a weight
+//! row with sixteen activation rows, the same products as decoding); otherwise, and for the
+//! k-quants, each weight slice is dequantized into the f32 matrix product ([`dequant`],
+//! [`super::gemm`]), which outruns the row-by-row integer dot products once every slice serves
+//! many rows and rounds the activations less.
 
 pub(crate) mod act;
 #[cfg(target_arch = "x86_64")]
@@ -17,6 +19,8 @@ pub(crate) mod dequant;
 pub(crate) mod dot;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod formats;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod prompt;
 
 use super::kernels::Isa;
 use act::ActFormat;
@@ -74,9 +78,13 @@ pub(crate) fn matmul(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut
             skinny(isa, x, m, w, y);
             return true;
         }
+        if m > 1 && prompt::matmul(isa, x, m, w, y) {
+            return true;
+        }
         if m > 1 {
-            // Prompts: weight slices dequantized into the f32 matrix product, which outruns
-            // integer dot products once every slice serves many rows.
+            // Prompts without integer prompt kernels: weight slices dequantized into the f32
+            // matrix product, which outruns row-by-row integer dot products once every slice
+            // serves many rows.
             return super::gemm::gemm_nt(isa, x, m, w.k, super::gemm::Rhs::Quant(*w), w.n, y);
         }
         let acts = [act::quantize(x, act_format(w.dtype))];
@@ -293,8 +301,9 @@ pub(crate) mod tests {
     /// stored f16 sum `s` instead of `d · Σq`. Against that in f64 the only error is f32 rounding
     /// of the per-group scale products and the running sum, a few 2⁻²⁴ per group on terms as
     /// large as `|x̂|·(|w| + max|w| of the block)` (offset formats subtract one such term). Up to
-    /// [`SKINNY_ROWS`] activation rows (a batched decode step) are held to the same products; more
-    /// (prompts) take the dequantized f32 path instead and are held to f32 accumulation. Every kernel variant this CPU runs, every GGUF type, random blocks and
+    /// [`SKINNY_ROWS`] activation rows (a batched decode step) are held to the same products, and so
+    /// are more (prompts) where the integer prompt kernels run; elsewhere prompts take the
+    /// dequantized f32 path and are held to f32 accumulation. Every kernel variant this CPU runs, every GGUF type, random blocks and
     /// checkpoint-like weights, activations with massive channels.
     #[test]
     fn integer_dots_compute_llamacpps_products() {
@@ -315,8 +324,11 @@ pub(crate) mod tests {
                 // A batched decode step: tiles of four activation rows, and the remainders.
                 (21, 256, 16, true),
                 (9, 256, 6, false),
-                // More rows than a skinny batch: the dequantized GEMM.
+                // More rows than a skinny batch: a prompt (the integer prompt kernels'
+                // tiles of 16 activation rows, in pairs and alone, and weight rows in fours
+                // and the remainder; or the dequantized GEMM).
                 (11, 512, SKINNY_ROWS + 4, false),
+                (9, 256, 40, true),
             ] {
                 let per_row = k / dtype.block_len();
                 let bytes = if real {
@@ -348,9 +360,10 @@ pub(crate) mod tests {
                 for &isa in &variants {
                     let mut y = vec![f32::NAN; m * n];
                     assert!(matmul(isa, &x, m, &w, &mut y));
-                    if m > skinny_rows() {
-                        // Prompts: the dequantized weights times the f32 activations, within
-                        // f32 accumulation over k terms (k·2⁻²³ of Σ|w·x|).
+                    if m > skinny_rows() && !prompt::available(dtype, isa) {
+                        // Prompts without integer kernels: the dequantized weights times the
+                        // f32 activations, within f32 accumulation over k terms (k·2⁻²³ of
+                        // Σ|w·x|).
                         for c in 0..m {
                             for r in 0..n {
                                 let (row, xs) =
