@@ -72,25 +72,27 @@ unsafe fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// How far ahead of the block being read the weight rows are prefetched: the rows of a
-/// multi-row kernel are separate streams, more than the hardware prefetcher follows well.
-const PREFETCH_BYTES: usize = 1024;
-
+/// Prefetches the block `ahead` bytes past `p`. The kernels read tiles of consecutive rows, so
+/// they pass the distance to the same block of the next tile's rows (the rows this thread reads
+/// next, one tile's work ahead): the rows of a tile are separate streams, more than the hardware
+/// prefetcher follows well, and a fixed distance overshoots short rows into rows already read
+/// (576 values of q4_0 are 324 bytes).
 #[inline(always)]
-unsafe fn prefetch(p: *const u8) {
-    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_BYTES) as *const i8);
+unsafe fn prefetch(p: *const u8, ahead: usize) {
+    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead) as *const i8);
 }
 
 /// `out[r][c] = row r · activations c` for `R` weight rows of `nb` blocks of `F` and `C`
-/// activation rows quantized for `F`.
+/// activation rows quantized for `F`; `ahead` is the distance to the next tile's rows.
 #[inline(always)]
 unsafe fn tile<D: IntDot, F: Format, const R: usize, const C: usize>(
     rows: [*const u8; R],
     nb: usize,
     acts: [&QActs; C],
+    ahead: usize,
 ) -> [[f32; C]; R] {
     if F::VALUES == 32 {
-        return tile32::<D, F, R, C>(rows, nb, acts);
+        return tile32::<D, F, R, C>(rows, nb, acts, ahead);
     }
     let mut acc = [[_mm256_setzero_ps(); C]; R];
     let mut off = [[0f32; C]; R];
@@ -100,9 +102,9 @@ unsafe fn tile<D: IntDot, F: Format, const R: usize, const C: usize>(
     for b in 0..nb {
         for r in 0..R {
             let p = rows[r].add(b * F::BYTES);
-            prefetch(p);
+            prefetch(p, ahead);
             if F::BYTES > 64 {
-                prefetch(p.wrapping_add(64));
+                prefetch(p, ahead + 64);
             }
             F::scales(p, &mut sc[r]);
         }
@@ -156,6 +158,7 @@ unsafe fn tile32<D: IntDot, F: Format, const R: usize, const C: usize>(
     rows: [*const u8; R],
     nb: usize,
     acts: [&QActs; C],
+    ahead: usize,
 ) -> [[f32; C]; R] {
     let mut acc = [[_mm256_setzero_ps(); C]; R];
     let mut off = [[0f32; C]; R];
@@ -199,7 +202,7 @@ unsafe fn tile32<D: IntDot, F: Format, const R: usize, const C: usize>(
         for r in 0..R {
             let p = rows[r].add(b * F::BYTES);
             if fetch {
-                prefetch(p);
+                prefetch(p, ahead);
             }
             let (m, o, mn) = F::scale32(p);
             let u = F::codes(p, 0);
@@ -278,7 +281,7 @@ unsafe fn rows8_32<D: IntDot, F: Format>(
         let block = base.add(b * F::BYTES);
         if b % fetch == 0 {
             for r in 0..8 {
-                prefetch(block.add(r * row_bytes));
+                prefetch(block.add(r * row_bytes), 8 * row_bytes);
             }
         }
         let x = _mm256_loadu_si256(a.qs.as_ptr().add(32 * b) as *const __m256i);
@@ -352,6 +355,7 @@ unsafe fn rows_of<D: IntDot, F: Format, const RT: usize, const CT: usize>(
                         std::array::from_fn(|i| row(r0 + i)),
                         nb,
                         std::array::from_fn(|j| &acts[c0 + j]),
+                        $r * row_bytes,
                     );
                     for i in 0..$r {
                         for j in 0..$c {
@@ -370,6 +374,7 @@ unsafe fn rows_of<D: IntDot, F: Format, const RT: usize, const CT: usize>(
                         std::array::from_fn(|i| row(r0 + i)),
                         nb,
                         std::array::from_fn(|j| &acts[c0 + j]),
+                        RT * row_bytes,
                     );
                     for i in 0..RT {
                         for j in 0..CT {
@@ -378,8 +383,12 @@ unsafe fn rows_of<D: IntDot, F: Format, const RT: usize, const CT: usize>(
                     }
                 }
                 (true, false) => {
-                    let t =
-                        tile::<D, F, RT, 1>(std::array::from_fn(|i| row(r0 + i)), nb, [&acts[c0]]);
+                    let t = tile::<D, F, RT, 1>(
+                        std::array::from_fn(|i| row(r0 + i)),
+                        nb,
+                        [&acts[c0]],
+                        RT * row_bytes,
+                    );
                     for i in 0..RT {
                         y[c0 * ldy + r0 + i] = t[i][0];
                     }
