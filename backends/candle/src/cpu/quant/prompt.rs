@@ -10,7 +10,8 @@
 //!
 //! The products are the decode kernels' and llama.cpp's: per block,
 //! `d_w · d_x · (Σ code·q − z·Σq)` for codes around a zero code `z` (q4_0: 8, q5_0: 16, q8_0:
-//! its signed codes offset by 128 to be unsigned), or `d_w · d_x · Σ code·q + min · s` for the
+//! 128 with VNNI, which takes its signed codes offset to unsigned; 0 with AVX2, which reads them
+//! signed), or `d_w · d_x · Σ code·q + min · s` for the
 //! formats with a minimum (q4_1, q5_1), with `s` the activations' stored `d · Σq`.
 
 #![cfg(target_arch = "x86_64")]
@@ -30,24 +31,24 @@ const MAX_ROWS: usize = 4;
 /// Activation tiles per register tile (each weight block decoded once for all of them).
 const TILES: usize = 2;
 
-/// True when [`matmul`] runs `dtype` with the kernels `isa` allows: with VNNI every 32-value
-/// format; with AVX2 those whose unsigned codes let `vpmaddubsw` sum pairs without saturating
-/// (not q8_0's, which reach 255 once offset).
+/// True when [`matmul`] runs `dtype` with the kernels `isa` allows (every 32-value format, from
+/// AVX2 up).
 pub(crate) fn available(dtype: DType, isa: Isa) -> bool {
-    match dtype {
-        DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 => isa.avx2(),
-        DType::Q8_0 => isa.vnni(),
-        _ => false,
-    }
+    isa.avx2()
+        && matches!(
+            dtype,
+            DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0
+        )
 }
 
-/// The unsigned code that stands for zero in `dtype`'s blocks as the kernel reads them (q8_0's
-/// signed codes are offset by 128); 0 for the formats with a minimum.
-fn zero_code(dtype: DType) -> i32 {
+/// The unsigned code that stands for zero in `dtype`'s blocks as a kernel reads them (q8_0's
+/// signed codes offset by 128 where `offset_signed`, else read signed); 0 for the formats with a
+/// minimum.
+fn zero_code(dtype: DType, offset_signed: bool) -> i32 {
     match dtype {
         DType::Q4_0 => 8,
         DType::Q5_0 => 16,
-        DType::Q8_0 => 128,
+        DType::Q8_0 if offset_signed => 128,
         _ => 0,
     }
 }
@@ -87,10 +88,10 @@ struct TilePart<'a> {
 }
 
 /// Quantizes the `m` rows of `x` (`[m, k]`) for `dtype` and interleaves them into tiles of
-/// `lanes` rows, a tile per task on the worker threads.
-fn tiles(x: &[f32], m: usize, k: usize, dtype: DType, lanes: usize) -> Tiles {
+/// `lanes` rows, a tile per task on the worker threads; `zero` is the code standing for zero as
+/// the kernel reads the weights ([`zero_code`]).
+fn tiles(x: &[f32], m: usize, k: usize, dtype: DType, lanes: usize, zero: i32) -> Tiles {
     let format = super::act_format(dtype);
-    let zero = zero_code(dtype);
     let nb = k / 32;
     let count = m.div_ceil(lanes);
     let per = nb * lanes;
@@ -267,7 +268,8 @@ impl Kernel for Vnni {
 
 /// AVX2: eight activation rows per tile, two weight rows per register tile (16 registers). Pairs
 /// of products go to i16 (`vpmaddubsw`: at most `2 · F::MAX_CODE · 127`), as many groups summed
-/// there as cannot pass 32767, then to i32 (`vpmaddwd` by ones).
+/// there as cannot pass 32767, then to i32 (`vpmaddwd` by ones). Signed codes (q8_0) go in as
+/// magnitudes with their signs moved onto the activations, one group at a time.
 struct Avx2;
 
 impl Avx2 {
@@ -279,13 +281,19 @@ impl Avx2 {
         out: &mut Results,
     ) {
         let mut acc = [[_mm256_setzero_ps(); T]; R];
-        // One pair of products must fit in i16 (`available` keeps q8_0 away).
+        // One pair of products must fit in i16: unsigned codes as they are, signed ones (q8_0)
+        // as magnitudes with their signs moved onto the activations (at most 2·128·127).
         assert!(
-            2 * 127 * F::MAX_CODE <= 32767,
+            F::SIGNED || 2 * 127 * F::MAX_CODE <= 32767,
             "codes too large for vpmaddubsw"
         );
         let ones = _mm256_set1_epi16(1);
-        let run = (32767 / (2 * 127 * F::MAX_CODE)).clamp(1, 8) as usize;
+        // Groups summed in i16 before widening (one for signed codes).
+        let run = if F::SIGNED {
+            1
+        } else {
+            (32767 / (2 * 127 * F::MAX_CODE)).clamp(1, 8) as usize
+        };
         for b in 0..a.nb {
             for (r, acc) in acc.iter_mut().enumerate() {
                 let p = rows[r].add(b * F::BYTES);
@@ -295,21 +303,30 @@ impl Avx2 {
                 let w: [__m256i; 8] = std::array::from_fn(|g| {
                     _mm256_permutevar8x32_epi32(u, _mm256_set1_epi32(g as i32))
                 });
+                let magnitude: [__m256i; 8] = std::array::from_fn(|g| {
+                    if F::SIGNED {
+                        _mm256_sign_epi8(w[g], w[g])
+                    } else {
+                        w[g]
+                    }
+                });
                 let mv = _mm256_set1_ps(m);
                 for (t, acc) in acc.iter_mut().enumerate() {
                     let at = a.block(t0 + t, b);
                     let q = a.qs.as_ptr().add(at);
-                    let mut sum = if F::MIN {
+                    let mut sum = if F::MIN || F::SIGNED {
                         _mm256_setzero_si256()
                     } else {
                         _mm256_loadu_si256(a.corr.as_ptr().add(at / 32) as *const _)
                     };
-                    for part in w.chunks(run) {
-                        let g0 = (part.as_ptr().offset_from(w.as_ptr())) as usize;
+                    for g0 in (0..8).step_by(run) {
                         let mut pairs = _mm256_setzero_si256();
-                        for (g, wg) in part.iter().enumerate() {
-                            let x = _mm256_loadu_si256(q.add((g0 + g) * 32) as *const _);
-                            pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(*wg, x));
+                        for g in g0..(g0 + run).min(8) {
+                            let mut x = _mm256_loadu_si256(q.add(g * 32) as *const _);
+                            if F::SIGNED {
+                                x = _mm256_sign_epi8(x, w[g]);
+                            }
+                            pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(magnitude[g], x));
                         }
                         sum = _mm256_add_epi32(sum, _mm256_madd_epi16(pairs, ones));
                     }
@@ -435,12 +452,13 @@ pub(crate) fn matmul(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut
     }
     assert!(x.len() == m * w.k && y.len() == m * w.n);
     assert!(w.n * w.row_bytes() <= w.bytes.len());
-    let (lanes, step) = if isa.vnni() {
-        (Vnni::LANES, Vnni::ROWS)
+    // VNNI's `vpdpbusd` takes q8_0's codes offset to unsigned; AVX2 moves their signs instead.
+    let (lanes, step, zero) = if isa.vnni() {
+        (Vnni::LANES, Vnni::ROWS, zero_code(w.dtype, true))
     } else {
-        (Avx2::LANES, Avx2::ROWS)
+        (Avx2::LANES, Avx2::ROWS, zero_code(w.dtype, false))
     };
-    let a = tiles(x, m, w.k, w.dtype, lanes);
+    let a = tiles(x, m, w.k, w.dtype, lanes, zero);
     let pool = candle_core::utils::barrier_pool();
     let threads = pool.n_workers() + 1;
     let groups = w.n.div_ceil(step);
