@@ -3,11 +3,11 @@
 //! Decoding (one activation row) is computed the way llama.cpp computes it: the row is
 //! quantized once per call in the format the weight type pairs with ([`act`]), and every weight
 //! row is dotted with it in integer arithmetic straight from its stored blocks ([`dot`]), eight
-//! rows at a time, split over the compute threads; a few rows (a batched decode step, up to
-//! [`SKINNY_ROWS`]) the same way, each weight block dotted with four rows while it is loaded.
-//! Prompts (many rows) against the 32-value formats take integer kernels laid out for many rows
-//! where the CPU has AVX-512 VNNI ([`prompt`]: one `vpdpbusd` multiplies four codes of a weight
-//! row with sixteen activation rows, the same products as decoding); otherwise, and for the
+//! rows at a time, split over the compute threads; a few rows (a small batched decode step,
+//! [`skinny_rows`]) the same way, each weight block dotted with four rows while it is loaded.
+//! More rows (prompts, larger batches) against the 32-value formats take integer kernels laid out
+//! for many rows ([`prompt`]: one `vpdpbusd`, or `vpmaddubsw` with AVX2, multiplies four codes of
+//! a weight row with a tile of 16 or 8 activation rows, the same products as decoding); for the
 //! k-quants, each weight slice is dequantized into the f32 matrix product ([`dequant`],
 //! [`super::gemm`]), which outruns the row-by-row integer dot products once every slice serves
 //! many rows and rounds the activations less.
@@ -74,7 +74,7 @@ pub(crate) fn matmul(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut
             return false;
         }
         assert!(x.len() == m * w.k && y.len() == m * w.n);
-        if m > 1 && m <= skinny_rows() {
+        if m > 1 && m <= skinny_rows(w.dtype, isa) {
             skinny(isa, x, m, w, y);
             return true;
         }
@@ -109,20 +109,36 @@ pub(crate) fn matmul(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut
     }
 }
 
-/// Most activation rows that take the integer dot products (a batched decode step: every weight
-/// row read once for all of them); more rows take the dequantized GEMM, whose cost per row falls
-/// as the rows grow. `SWITCHYARD_SKINNY_ROWS` overrides it (for measuring the crossover).
-pub(crate) fn skinny_rows() -> usize {
-    static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *ROWS.get_or_init(|| {
+/// Most activation rows that take the row-by-row integer dot products for `dtype` with `isa` (a
+/// batched decode step: every weight row read once for all of them). More rows take the integer
+/// prompt kernels where they run for `dtype`, whose tiles of 8 (AVX2) or 16 (VNNI) rows outran
+/// the dot products from 4 rows with AVX2 and 6 with VNNI (built-in SmolLM2 q4_0 and q8_0,
+/// `switchyard bench --batch`, 2 threads); elsewhere more than [`SKINNY_ROWS`] take the
+/// dequantized GEMM, whose cost per row falls as the rows grow. `SWITCHYARD_SKINNY_ROWS`
+/// overrides it (for measuring the crossover).
+pub(crate) fn skinny_rows(dtype: DType, isa: Isa) -> usize {
+    static ROWS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let forced = *ROWS.get_or_init(|| {
         std::env::var("SWITCHYARD_SKINNY_ROWS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(SKINNY_ROWS)
-    })
+    });
+    #[cfg(target_arch = "x86_64")]
+    let prompt_kernels = prompt::available(dtype, isa);
+    #[cfg(not(target_arch = "x86_64"))]
+    let prompt_kernels = {
+        let _ = (dtype, isa);
+        false
+    };
+    match (forced, prompt_kernels) {
+        (Some(rows), _) => rows,
+        (None, true) if isa.vnni() => 5,
+        (None, true) => 3,
+        (None, false) => SKINNY_ROWS,
+    }
 }
 
-/// The default of [`skinny_rows`].
+/// The most rows [`skinny_rows`] gives any type.
 pub(crate) const SKINNY_ROWS: usize = 16;
 
 /// [`matmul`] for a few activation rows: each is quantized once, and each thread takes whole
@@ -357,10 +373,25 @@ pub(crate) mod tests {
                 let dense = switchyard_runtime::quant::dequantize(dtype, &bytes).unwrap();
                 let bl = dtype.block_len();
                 let gamma = 4.0 * (k as f64 / 32.0 + 8.0) * 2f64.powi(-24);
-                for &isa in &variants {
+                // What `matmul` chooses, and the skinny-batch kernels for every batch they
+                // could take (`matmul` hands some to the prompt kernels).
+                let paths = variants.iter().flat_map(|&isa| {
+                    let skinny_too = m > 1 && m <= SKINNY_ROWS;
+                    [(isa, false), (isa, true)]
+                        .into_iter()
+                        .filter(move |&(_, s)| !s || skinny_too)
+                });
+                for (isa, forced_skinny) in paths {
                     let mut y = vec![f32::NAN; m * n];
-                    assert!(matmul(isa, &x, m, &w, &mut y));
-                    if m > skinny_rows() && !prompt::available(dtype, isa) {
+                    if forced_skinny {
+                        skinny(isa, &x, m, &w, &mut y);
+                    } else {
+                        assert!(matmul(isa, &x, m, &w, &mut y));
+                    }
+                    let dequantized = !forced_skinny
+                        && m > skinny_rows(dtype, isa)
+                        && !prompt::available(dtype, isa);
+                    if dequantized {
                         // Prompts without integer kernels: the dequantized weights times the
                         // f32 activations, within f32 accumulation over k terms (k·2⁻²³ of
                         // Σ|w·x|).
@@ -379,7 +410,7 @@ pub(crate) mod tests {
                                 let got = y[c * n + r] as f64;
                                 assert!(
                                     (got - want).abs() <= tol,
-                                    "{isa} {dtype} prompt row {r} col {c}: {got} vs {want}"
+                                    "{isa} {dtype} dequantized prompt row {r} col {c}: {got} vs {want}"
                                 );
                             }
                         }
@@ -419,7 +450,7 @@ pub(crate) mod tests {
                             let got = y[c * n + r] as f64;
                             assert!(
                                 (got - want).abs() <= tol,
-                                "{isa} {dtype} {n}x{k} m={m} real={real} row {r} col {c}: {got} vs {want} (tolerance {tol:.3e})"
+                                "{isa} {dtype} {n}x{k} m={m} real={real} skinny={forced_skinny} row {r} col {c}: {got} vs {want} (tolerance {tol:.3e})"
                             );
                         }
                     }
