@@ -18,13 +18,24 @@ pub(crate) fn worker_threads() -> usize {
     candle_core::utils::barrier_pool().n_workers() + 1
 }
 
-/// Runs `f(i, part)` for every part `i` of `out.chunks_mut(chunk)` on candle's CPU worker
-/// threads (each takes parts until none is left) and returns when all are done.
-pub(crate) fn par_chunks_mut(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    let parts = std::sync::Mutex::new(out.chunks_mut(chunk.max(1)).enumerate().collect::<Vec<_>>());
+/// Runs `f(part)` for every part on candle's CPU worker threads (each takes parts until none is
+/// left) and returns when all are done; inline when there is one part or one thread.
+pub(crate) fn par_parts<T: Send>(parts: Vec<T>, f: impl Fn(T) + Sync) {
+    if parts.len() <= 1 || worker_threads() == 1 {
+        parts.into_iter().for_each(f);
+        return;
+    }
+    let queue = std::sync::Mutex::new(parts);
     candle_core::utils::barrier_pool().execute(|_| loop {
-        let next = parts.lock().map(|mut p| p.pop()).unwrap_or(None);
-        let Some((i, part)) = next else { break };
-        f(i, part);
+        let next = queue.lock().map(|mut q| q.pop()).unwrap_or(None);
+        let Some(part) = next else { break };
+        f(part);
     });
+}
+
+/// Runs `f(i, part)` for every part `i` of `out.chunks_mut(chunk)` on candle's CPU worker
+/// threads ([`par_parts`]) and returns when all are done.
+pub(crate) fn par_chunks_mut(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let parts: Vec<_> = out.chunks_mut(chunk.max(1)).enumerate().collect();
+    par_parts(parts, |(i, part)| f(i, part));
 }

@@ -217,16 +217,7 @@ pub(crate) fn matvec_many(
                 .1;
             dot::dot_rows(isa, w, std::slice::from_ref(a), first, out.len(), out, 0);
         };
-        if threads == 1 {
-            parts.into_iter().for_each(run);
-            return true;
-        }
-        let queue = std::sync::Mutex::new(parts);
-        candle_core::utils::barrier_pool().execute(|_| loop {
-            let next = queue.lock().map(|mut q| q.pop()).unwrap_or(None);
-            let Some(part) = next else { break };
-            run(part);
-        });
+        super::par_parts(parts, run);
         true
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -140,16 +140,7 @@ fn tiles(x: &[f32], m: usize, k: usize, dtype: DType, lanes: usize, zero: i32) -
             }
         }
     };
-    if count == 1 || crate::cpu::worker_threads() == 1 {
-        parts.into_iter().for_each(fill);
-    } else {
-        let queue = std::sync::Mutex::new(parts);
-        candle_core::utils::barrier_pool().execute(|_| loop {
-            let next = queue.lock().map(|mut q| q.pop()).unwrap_or(None);
-            let Some(part) = next else { break };
-            fill(part);
-        });
-    }
+    crate::cpu::par_parts(parts, fill);
     t
 }
 
