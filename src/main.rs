@@ -2,7 +2,9 @@
 
 // Inference allocates and frees large activation buffers every step; mimalloc reuses them instead
 // of returning pages to the kernel and faulting zeroed ones back in (which cost a fifth of
-// prefill time with the system allocator).
+// prefill time with the system allocator). Built without its huge-page advice (feature `no_thp`):
+// that rounded small allocations up to resident 2 MiB pages; the packed f32 weights ask for huge
+// pages themselves (switchyard-candle's cpu/huge_pages.rs).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

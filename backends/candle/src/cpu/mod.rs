@@ -5,6 +5,7 @@ pub(crate) mod activation;
 pub(crate) mod attention;
 pub(crate) mod gemm;
 pub(crate) mod gemv;
+pub(crate) mod huge_pages;
 pub mod kernels;
 pub(crate) mod math;
 pub(crate) mod out;

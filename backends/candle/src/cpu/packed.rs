@@ -6,11 +6,12 @@
 //! zero.
 
 use super::gemm::PANEL;
+use super::huge_pages::HugePageVec;
 
 /// An f32 `[N, K]` matrix in panel layout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedMatrix {
-    data: Vec<f32>,
+    data: HugePageVec,
     dims: [usize; 2],
 }
 
@@ -33,7 +34,7 @@ impl PackedMatrix {
         const REPORT_BYTES: usize = 4 << 20;
         assert_eq!(w.len(), n * k, "a {n}x{k} matrix needs {} values", n * k);
         let panels = n.div_ceil(PANEL);
-        let mut data = vec![0f32; panels * k * PANEL];
+        let mut data = HugePageVec::zeroed(panels * k * PANEL);
         let rows_per_report = (REPORT_BYTES / (4 * k.max(1))).max(1);
         let mut reported = 0;
         for (r, row) in w.chunks_exact(k.max(1)).enumerate().take(n) {
