@@ -15,11 +15,11 @@
 //! `MADV_HUGEPAGE`; packed back to back, a layer's small matrices share huge pages rather than
 //! each rounding up to its own. Address space past the last buffer of a chunk is never touched,
 //! so never resident, beyond the huge page the last buffer ends in. A chunk is unmapped when the
-//! last buffer cut from it is dropped. Where the kernel offers no huge pages the advice fails and
+//! last buffer cut from it is dropped (the chunk being cut from included). Where the kernel offers no huge pages the advice fails and
 //! the buffers work as ordinary memory.
 
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use memmap2::{Advice, MmapMut};
 
@@ -32,8 +32,10 @@ const CHUNK: usize = 64 << 20;
 /// Start alignment of each buffer: a cache line, the widest vector load's natural alignment.
 const ALIGN: usize = 64;
 
-/// The chunk buffers are cut from now, and the bytes of it already handed out.
-static CURRENT: Mutex<Option<(Arc<Chunk>, usize)>> = Mutex::new(None);
+/// The chunk buffers are cut from now, and the bytes of it already handed out. Held weakly: a
+/// chunk whose buffers have all been dropped is unmapped at once, not kept for later cuts (whose
+/// fresh offsets would touch new pages while the freed ones stayed resident).
+static CURRENT: Mutex<Option<(Weak<Chunk>, usize)>> = Mutex::new(None);
 
 /// One anonymous mapping; `start..start + capacity` is its 2 MiB-aligned usable part.
 struct Chunk {
@@ -123,16 +125,18 @@ fn cut(bytes: usize) -> Option<(Arc<Chunk>, usize)> {
     let mut current = CURRENT
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some((chunk, used)) = current.as_mut() {
-        let offset = used.next_multiple_of(ALIGN);
-        if offset + bytes <= chunk.capacity {
-            *used = offset + bytes;
-            return Some((chunk.clone(), offset));
+    if let Some((weak, used)) = current.as_mut() {
+        if let Some(chunk) = weak.upgrade() {
+            let offset = used.next_multiple_of(ALIGN);
+            if offset + bytes <= chunk.capacity {
+                *used = offset + bytes;
+                return Some((chunk, offset));
+            }
         }
     }
     let chunk = Arc::new(Chunk::map(bytes.max(CHUNK))?);
     if bytes < CHUNK {
-        *current = Some((chunk.clone(), bytes));
+        *current = Some((Arc::downgrade(&chunk), bytes));
     }
     Some((chunk, 0))
 }
