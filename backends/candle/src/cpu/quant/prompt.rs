@@ -285,46 +285,52 @@ impl Avx2 {
         } else {
             (32767 / (2 * 127 * F::MAX_CODE)).clamp(1, 8) as usize
         };
+        // Each group's weight codes are broadcast as they are used rather than all eight first:
+        // with the sums of both tiles live, eight more registers would spill the accumulators.
         for b in 0..a.nb {
             for (r, acc) in acc.iter_mut().enumerate() {
                 let p = rows[r].add(b * F::BYTES);
                 prefetch::<F>(p, b);
                 let (m, _, mn) = F::scale32(p);
                 let u = F::codes(p, 0);
-                let w: [__m256i; 8] = std::array::from_fn(|g| {
-                    _mm256_permutevar8x32_epi32(u, _mm256_set1_epi32(g as i32))
-                });
-                let magnitude: [__m256i; 8] = std::array::from_fn(|g| {
-                    if F::SIGNED {
-                        _mm256_sign_epi8(w[g], w[g])
-                    } else {
-                        w[g]
-                    }
-                });
-                let mv = _mm256_set1_ps(m);
-                for (t, acc) in acc.iter_mut().enumerate() {
-                    let at = a.block(t0 + t, b);
-                    let q = a.qs.as_ptr().add(at);
-                    let mut sum = if F::MIN || F::SIGNED {
+                let q: [*const i8; T] =
+                    std::array::from_fn(|t| a.qs.as_ptr().add(a.block(t0 + t, b)));
+                let mut sum: [__m256i; T] = std::array::from_fn(|t| {
+                    if F::MIN || F::SIGNED {
                         _mm256_setzero_si256()
                     } else {
-                        _mm256_loadu_si256(a.corr.as_ptr().add(at / 32) as *const _)
-                    };
-                    for g0 in (0..8).step_by(run) {
-                        let mut pairs = _mm256_setzero_si256();
-                        for g in g0..(g0 + run).min(8) {
-                            let mut x = _mm256_loadu_si256(q.add(g * 32) as *const _);
-                            if F::SIGNED {
-                                x = _mm256_sign_epi8(x, w[g]);
-                            }
-                            pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(magnitude[g], x));
-                        }
-                        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(pairs, ones));
+                        _mm256_loadu_si256(a.corr.as_ptr().add(a.block(t0 + t, b) / 32) as *const _)
                     }
-                    let dx = _mm256_loadu_ps(a.d.as_ptr().add(at / 32));
+                });
+                let mut pairs = [_mm256_setzero_si256(); T];
+                for g in 0..8 {
+                    let wg = _mm256_permutevar8x32_epi32(u, _mm256_set1_epi32(g as i32));
+                    let magnitude = if F::SIGNED {
+                        _mm256_sign_epi8(wg, wg)
+                    } else {
+                        wg
+                    };
+                    for (pairs, q) in pairs.iter_mut().zip(&q) {
+                        let mut x = _mm256_loadu_si256(q.add(g * 32) as *const _);
+                        if F::SIGNED {
+                            x = _mm256_sign_epi8(x, wg);
+                        }
+                        *pairs = _mm256_add_epi16(*pairs, _mm256_maddubs_epi16(magnitude, x));
+                    }
+                    if (g + 1) % run == 0 || g == 7 {
+                        for (sum, pairs) in sum.iter_mut().zip(&mut pairs) {
+                            *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(*pairs, ones));
+                            *pairs = _mm256_setzero_si256();
+                        }
+                    }
+                }
+                let mv = _mm256_set1_ps(m);
+                for (t, (acc, sum)) in acc.iter_mut().zip(sum).enumerate() {
+                    let at = a.block(t0 + t, b) / 32;
+                    let dx = _mm256_loadu_ps(a.d.as_ptr().add(at));
                     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(mv, dx), *acc);
                     if F::MIN {
-                        let s = _mm256_loadu_ps(a.s.as_ptr().add(at / 32));
+                        let s = _mm256_loadu_ps(a.s.as_ptr().add(at));
                         *acc = _mm256_fmadd_ps(_mm256_set1_ps(mn), s, *acc);
                     }
                 }
