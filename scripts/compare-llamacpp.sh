@@ -69,10 +69,13 @@ run_switchyard() {
   "$sy" bench --model "$f" --threads "$threads" -p "$prompt" -n "$gen" -r "$reps" -o json 2>/dev/null | python3 -c "
 import json, sys
 d = json.load(sys.stdin)
-for r in d['devices'][0]['results']:
+dev = d['devices'][0]
+bw = (dev.get('bandwidth') or {}).get('bytes_per_s')
+for r in dev['results']:
     test = f\"pp{r['test']['pp']}\" if r['test'].get('pp') else f\"tg{r['test']['tg']}\"
     print(json.dumps({'engine': 'switchyard', 'label': '$label', 'test': test,
-                      'tps': [s['tokens_per_s'] for s in r['samples'] if not s['warmup']]}))" >> "$results"
+                      'tps': [s['tokens_per_s'] for s in r['samples'] if not s['warmup']],
+                      'bytes_per_token': r.get('bytes_per_token'), 'bandwidth': bw}))" >> "$results"
   local rss
   RAYON_NUM_THREADS=$threads /usr/bin/time -f '%M' -o "$results.rss" "$sy" generate --model "$f" --prompt-ids 1 \
     --max-new-tokens 16 --ignore-eos --max-context 32 --temperature 0 >/dev/null 2>&1
@@ -90,19 +93,28 @@ done
 python3 - "$results" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-table, rss = {}, {}
+table, rss, traffic = {}, {}, {}
 for r in rows:
     if r["test"] == "rss":
         rss.setdefault(r["label"], {})[r["engine"]] = r["kib"]
     else:
         table.setdefault((r["label"], r["test"]), {})[r["engine"]] = r["tps"]
-print("| file | test | llama.cpp t/s (median, min-max) | Switchyard t/s (median, min-max) | ratio |")
-print("|---|---|---:|---:|---:|")
+        if r.get("bytes_per_token") and r.get("bandwidth"):
+            traffic[(r["label"], r["test"])] = (r["bytes_per_token"], r["bandwidth"])
+# Decode's share of the bandwidth roofline: the bytes a token reads (Switchyard's count of weights
+# and KV cache for the file, the same for both engines) times tokens/s, over the bandwidth Switchyard's probe
+# measured in the same run.
+print("| file | test | llama.cpp t/s (median, min-max) | Switchyard t/s (median, min-max) | ratio | roofline share llama.cpp / Switchyard |")
+print("|---|---|---:|---:|---:|---:|")
 for (label, test), e in table.items():
     l, s = e.get("llama.cpp"), e.get("switchyard")
     fmt = lambda v: f"{statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" if v else "-"
     ratio = f"{statistics.median(s) / statistics.median(l):.2f}x" if l and s else "-"
-    print(f"| {label} | {test} | {fmt(l)} | {fmt(s)} | {ratio} |")
+    share = "-"
+    if test.startswith("tg") and (label, test) in traffic and l and s:
+        b, bw = traffic[(label, test)]
+        share = " / ".join(f"{statistics.median(v) * b / bw:.0%}" for v in (l, s))
+    print(f"| {label} | {test} | {fmt(l)} | {fmt(s)} | {ratio} | {share} |")
 print()
 print("| file | llama.cpp peak RSS | Switchyard peak RSS | ratio |")
 print("|---|---:|---:|---:|")
