@@ -43,7 +43,7 @@ pub fn svg(report: &ServeReport) -> Result<String, String> {
             .map_err(e)?;
         chart
             .configure_mesh()
-            .x_desc("tokens/s per user (1 / TPOT)")
+            .x_desc("tokens/s per user (1 / mean TPOT)")
             .y_desc("output tokens/s (all users)")
             .draw()
             .map_err(e)?;

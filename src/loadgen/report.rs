@@ -71,7 +71,9 @@ pub struct Point {
     pub request_throughput: f64,
     pub output_tokens_per_s: f64,
     pub total_tokens_per_s: f64,
-    /// Tokens per second one user sees while its answer streams (1 / TPOT, mean over requests).
+    /// Tokens per second one user sees while its answer streams: 1 / the mean TPOT. (The mean of
+    /// each request's 1 / TPOT is not used: one answer whose tokens arrive in a burst has a TPOT
+    /// near zero and would swamp it.)
     pub per_user_tokens_per_s: f64,
     pub ttft_ms: Dist,
     pub tpot_ms: Dist,
@@ -103,7 +105,7 @@ impl Point {
         let per_user = if tpots.is_empty() {
             0.0
         } else {
-            tpots.iter().map(|t| 1.0 / t.max(1e-9)).sum::<f64>() / tpots.len() as f64
+            tpots.len() as f64 / tpots.iter().sum::<f64>().max(1e-9)
         };
         let output_tps = out as f64 / d;
         let ttft = Dist::of_seconds(ok.iter().filter_map(|r| r.ttft_s)).unwrap_or_default();
@@ -350,7 +352,7 @@ mod tests {
         assert!((p.output_tokens_per_s - 11.0).abs() < 1e-9);
         assert!((p.total_tokens_per_s - 21.0).abs() < 1e-9);
         assert!((p.tpot_ms.mean - 125.0).abs() < 1e-6);
-        assert!((p.per_user_tokens_per_s - (10.0 + 1.0 / 0.15) / 2.0).abs() < 1e-9);
+        assert!((p.per_user_tokens_per_s - 1.0 / 0.125).abs() < 1e-9);
         // $3.6/h = $0.001/s; 11 tok/s -> 1e6 / 11 s -> $90.909 per million.
         assert!((p.usd_per_million_output_tokens.unwrap() - 90.909).abs() < 1e-3);
         assert!(!p.meets_slo, "a failed request breaks the SLO");
