@@ -506,22 +506,21 @@ fn packed_matmul(
     }
     let rows = a.elem_count() / k.max(1);
     let n = w.n();
-    let mut y = vec![0f32; rows * n];
-    with_f32(a, |x| {
+    let y = with_f32(a, |x| {
         if rows == 1 {
+            let mut y = vec![0f32; n];
             crate::cpu::gemv::gemv_packed(x, w, &mut y, isa);
-        } else if !crate::cpu::gemm::gemm_nt(
-            isa,
-            x,
-            rows,
-            k,
-            crate::cpu::gemm::Rhs::Packed(w),
-            n,
-            &mut y,
-        ) {
+            return Ok(y);
+        }
+        // A prompt's result is megabytes: written once, never zeroed first.
+        let mut y = Vec::with_capacity(rows * n);
+        let rhs = crate::cpu::gemm::Rhs::Packed(w);
+        if !crate::cpu::gemm::gemm_nt_uninit(isa, x, rows, k, rhs, n, y.spare_capacity_mut()) {
             candle_core::bail!("packed weights need the {isa} kernels to have a matrix product")
         }
-        Ok(())
+        // SAFETY: `gemm_nt_uninit` returned `true`: it wrote all `rows * n` values.
+        unsafe { y.set_len(rows * n) };
+        Ok(y)
     })?;
     Tensor::from_vec(y, out, a.device())
 }

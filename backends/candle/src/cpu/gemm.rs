@@ -1,11 +1,13 @@
 //! Matrix products for prompt processing: `C = A·Wᵀ` (`A` `[M, K]` activations, `W` a
 //! row-major `[N, K]` weight), and small single-threaded products for attention.
 //!
-//! Register-blocked kernels over operands packed per 256-deep slice: on AVX-512 one call covers
-//! 12 rows × 32 columns with 24 zmm accumulators; on AVX2 the same 12 × 32 tile is four 6 × 16
-//! blocks of 12 ymm accumulators each (16 registers in all: 12 sums, 2 weight vectors, one
-//! broadcast activation). candle's general matmul reaches about 200 GFLOP/s on two AVX-512 cores;
-//! these reach 250-300 on the shapes of a transformer layer.
+//! Register-blocked kernels over operands packed per depth slice (at most 192 deep, the depth
+//! split evenly), summing whole tiles in the result itself: on AVX-512 one call covers 12 rows ×
+//! 32 columns with 24 zmm accumulators; on AVX2 the same 12 × 32 tile is four 6 × 16 blocks of
+//! 12 ymm accumulators each (16 registers in all: 12 sums, 2 weight vectors, one broadcast
+//! activation). On two Sapphire Rapids cores, with a prompt of 512 rows against a layer's
+//! weights (k 576), these reach 280-305 GFLOP/s with AVX-512 and 200-210 with AVX2 (2 × 124
+//! GFLOP/s is AVX2's peak there); candle's general matmul about 200 with AVX-512.
 
 use super::kernels::Isa;
 use super::out::Out;
@@ -16,11 +18,39 @@ const MR: usize = 12;
 const NR: usize = 32;
 /// Rows of a weight per panel of [`super::packed::PackedMatrix`] (the kernel's column width).
 pub(crate) const PANEL: usize = NR;
-/// Depth of one packed slice (a `KC × NR` panel of the right operand stays in L1).
-const KC: usize = 256;
-/// Row blocks per chunk of rows: a chunk's `KC`-deep slice of A (16 × 12 rows × 256 × 4 bytes =
-/// 192 KiB) stays in L2 while the column panels pass over it.
-const MC_BLOCKS: usize = 16;
+/// Greatest depth of one packed slice: a `KC × NR` slice of the right operand (24 KiB) and a
+/// `KC × MR` block of the left (9 KiB) share L1 with room to spare. 256 deep (44 KiB, nearly all
+/// of a Sapphire Rapids core's 48 KiB) measured 2-3% slower there on the f32 prompt product.
+const KC: usize = 192;
+/// Room for the deepest slice any operand needs: a quantized weight's slices are whole blocks,
+/// and a k-quant block is 256 deep.
+const KC_ROOM: usize = 256;
+/// Row blocks per chunk of rows, at most: a chunk's slice of A (48 × 12 rows × 192 × 4 bytes =
+/// 432 KiB) stays in L2 while the column panels pass over it, so a prompt of 576 rows reads each
+/// weight from memory once.
+const MC_BLOCKS: usize = 48;
+
+/// Row blocks per chunk for slices `kc` deep: as many as fill half of this CPU's L2 (the other
+/// half for the weight's panels and the result), between 4 and [`MC_BLOCKS`].
+fn chunk_blocks(kc: usize) -> usize {
+    (crate::cpu_info::l2_cache_bytes() / 2 / (MR * kc * 4)).clamp(4, MC_BLOCKS)
+}
+
+/// Depth of each slice of a `k`-deep product whose slices must be whole multiples of `align`:
+/// the depth split evenly, so no short last slice pays a whole pass over the result for little
+/// work (600 deep: four slices of 150 rather than 192 + 192 + 192 + 24).
+fn slice_depth(k: usize, align: usize) -> usize {
+    let slices = k.div_ceil(KC).max(1);
+    k.div_ceil(slices).next_multiple_of(align).max(1)
+}
+
+/// The alignment `rhs` needs of its slices' depth.
+fn depth_align(rhs: Rhs<'_>) -> usize {
+    match rhs {
+        Rhs::Quant(w) => w.dtype.block_len(),
+        _ => 1,
+    }
+}
 
 /// True when `isa` has a matrix-product kernel here.
 pub(crate) fn available(isa: Isa) -> bool {
@@ -51,15 +81,26 @@ pub(crate) enum Rhs<'a> {
     Quant(super::quant::QuantMatrix<'a>),
 }
 
-/// `tile = Apᵀ·Bp` for one packed slice and `R` (12 or 4) rows: `a` holds `kc` groups of `MR`
+/// `C (+)= Apᵀ·Bp` for one packed slice and `R` (12 or 4) rows: `a` holds `kc` groups of `MR`
 /// values (group `k` = the rows' `k`-th elements, the first `R` used), `b` holds `kc × NR`; the
-/// `R × NR` result is written to the first `R` rows of `tile`. Four-row calls finish a block's
-/// last rows, so a few rows (a batched decode step) do not pay for twelve.
+/// `R × NR` result goes to `dst` (rows `ld` apart), added to what is there when `acc`. Four-row
+/// calls finish a block's last rows, so a few rows (a batched decode step) do not pay for twelve.
+///
+/// # Safety
+/// The instructions are enabled; `dst` points at `R` rows of `NR` values, `ld` apart, that this
+/// thread alone reads and writes meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn microkernel_avx512<const R: usize>(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32]) {
+unsafe fn microkernel_avx512<const R: usize>(
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    dst: *mut f32,
+    ld: usize,
+    acc: bool,
+) {
     use std::arch::x86_64::*;
-    assert!(kc > 0 && a.len() >= (kc - 1) * MR + R && b.len() >= kc * NR && tile.len() >= R * NR);
+    assert!(kc > 0 && a.len() >= (kc - 1) * MR + R && b.len() >= kc * NR);
     let mut c = [[_mm512_setzero_ps(); 2]; R];
     for k in 0..kc {
         // SAFETY: `b` holds at least `kc * NR` values (asserted above) and `k < kc`, so both
@@ -75,10 +116,14 @@ unsafe fn microkernel_avx512<const R: usize>(kc: usize, a: &[f32], b: &[f32], ti
             ci[1] = _mm512_fmadd_ps(av, b1, ci[1]);
         }
     }
-    for (i, ci) in c.iter().enumerate() {
-        // SAFETY: `tile` has at least R * NR values; row `i < R` spans `i * NR .. i * NR + 32`.
+    for (i, ci) in c.iter_mut().enumerate() {
+        // SAFETY: row `i < R` of `dst` spans `i * ld .. i * ld + 32` (this function's contract).
         unsafe {
-            let p = tile.as_mut_ptr().add(i * NR);
+            let p = dst.add(i * ld);
+            if acc {
+                ci[0] = _mm512_add_ps(_mm512_loadu_ps(p), ci[0]);
+                ci[1] = _mm512_add_ps(_mm512_loadu_ps(p.add(16)), ci[1]);
+            }
             _mm512_storeu_ps(p, ci[0]);
             _mm512_storeu_ps(p.add(16), ci[1]);
         }
@@ -87,30 +132,53 @@ unsafe fn microkernel_avx512<const R: usize>(kc: usize, a: &[f32], b: &[f32], ti
 
 /// The same on AVX2: blocks of up to 6 rows × 16 columns, each held in at most 12 ymm
 /// accumulators (12 rows: four blocks; 4 rows: two).
+///
+/// # Safety
+/// As for [`microkernel_avx512`].
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn microkernel_avx2<const R: usize>(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32]) {
+unsafe fn microkernel_avx2<const R: usize>(
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    dst: *mut f32,
+    ld: usize,
+    acc: bool,
+) {
     const NH: usize = NR / 2;
-    assert!(kc > 0 && a.len() >= (kc - 1) * MR + R && b.len() >= kc * NR && tile.len() >= R * NR);
+    assert!(kc > 0 && a.len() >= (kc - 1) * MR + R && b.len() >= kc * NR);
     if R > 6 {
         for r0 in (0..R).step_by(6) {
             for c0 in [0, NH] {
-                // SAFETY: as for the whole tile; the block's rows and columns lie inside it.
-                unsafe { block_avx2::<6>(kc, &a[r0..], b, c0, &mut tile[r0 * NR..]) }
+                // SAFETY: the block's rows and columns lie inside `dst`'s `R × NR` (this
+                // function's contract).
+                unsafe { block_avx2::<6>(kc, &a[r0..], b, c0, dst.add(r0 * ld), ld, acc) }
             }
         }
     } else {
         for c0 in [0, NH] {
             // SAFETY: as above.
-            unsafe { block_avx2::<R>(kc, a, b, c0, tile) }
+            unsafe { block_avx2::<R>(kc, a, b, c0, dst, ld, acc) }
         }
     }
 }
 
 /// `H` rows × 16 columns (from `c0`) of an AVX2 tile in `2·H` ymm accumulators.
+///
+/// # Safety
+/// AVX2 and FMA are enabled; `dst` points at `H` rows, `ld` apart, whose columns
+/// `c0..c0 + 16` this thread alone reads and writes meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn block_avx2<const H: usize>(kc: usize, a: &[f32], b: &[f32], c0: usize, tile: &mut [f32]) {
+unsafe fn block_avx2<const H: usize>(
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    c0: usize,
+    dst: *mut f32,
+    ld: usize,
+    acc: bool,
+) {
     use std::arch::x86_64::*;
     let mut c = [[_mm256_setzero_ps(); 2]; H];
     for k in 0..kc {
@@ -127,76 +195,151 @@ unsafe fn block_avx2<const H: usize>(kc: usize, a: &[f32], b: &[f32], c0: usize,
             ci[1] = _mm256_fmadd_ps(av, b1, ci[1]);
         }
     }
-    for (i, ci) in c.iter().enumerate() {
-        // SAFETY: row `i < H`, columns `c0..c0 + 16 <= NR`: inside `tile` (at least H rows).
+    for (i, ci) in c.iter_mut().enumerate() {
+        // SAFETY: row `i < H`, columns `c0..c0 + 16`: this thread's (the contract).
         unsafe {
-            let p = tile.as_mut_ptr().add(i * NR + c0);
+            let p = dst.add(i * ld + c0);
+            if acc {
+                ci[0] = _mm256_add_ps(_mm256_loadu_ps(p), ci[0]);
+                ci[1] = _mm256_add_ps(_mm256_loadu_ps(p.add(8)), ci[1]);
+            }
             _mm256_storeu_ps(p, ci[0]);
             _mm256_storeu_ps(p.add(8), ci[1]);
         }
     }
 }
 
+/// One microkernel call of `R` rows at row `i0`, columns `j0..j0 + cols` of `out`, for a block
+/// with `rows` real rows: a whole `R × NR` tile is summed in `out` itself; a ragged one (the
+/// last rows or columns) goes through `tile` and only its real part is copied (or added, when
+/// `acc`).
+///
+/// # Safety
+/// The instructions are enabled; no other thread touches those rows and columns meanwhile, and
+/// `out` was made from a slice still mutably borrowed for it.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn step<const AVX512: bool, const R: usize>(
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    out: &Out,
+    (i0, j0): (usize, usize),
+    (rows, cols): (usize, usize),
+    acc: bool,
+    tile: &mut [f32; MR * NR],
+) {
+    let kernel = |dst: *mut f32, ld: usize, acc: bool| {
+        // SAFETY: the instructions are enabled (this function's contract) and `dst` is `R` rows
+        // of `NR` values `ld` apart that are this thread's: a tile of `out` (bounds asserted by
+        // `Out::block`) or the local `tile` (`R <= MR` rows of `NR`).
+        unsafe {
+            if AVX512 {
+                microkernel_avx512::<R>(kc, a, b, dst, ld, acc)
+            } else {
+                microkernel_avx2::<R>(kc, a, b, dst, ld, acc)
+            }
+        }
+    };
+    if rows == R && cols == NR {
+        kernel(out.block(i0, j0, R, NR), out.ld(), acc);
+        return;
+    }
+    kernel(tile.as_mut_ptr(), NR, false);
+    for i in 0..rows {
+        let src = &tile[i * NR..i * NR + cols];
+        if acc {
+            // SAFETY: these rows and columns are this call's alone (the contract), written by
+            // the first slice's pass, and `dst` ends before the next row is taken.
+            let dst = unsafe { out.row(i0 + i, j0, cols) };
+            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+        } else {
+            // SAFETY: as above (a first write: `out` may not be initialized yet).
+            unsafe { out.write(i0 + i, j0, src) };
+        }
+    }
+}
+
 /// Packs the rows of `A` (each at least `k` long) as `[k-slice][m-block][kc][MR]`, zero-padded
-/// to whole blocks.
-fn pack_a(rows: &[&[f32]], k: usize) -> Vec<f32> {
-    let mut packed = vec![0f32; k.div_ceil(KC) * rows.len().div_ceil(MR) * KC * MR];
-    for (i, block) in packed.chunks_exact_mut(KC * MR).enumerate() {
-        pack_a_block(rows, k, i, block);
+/// to whole blocks (slices `kc` deep, the last one shorter).
+fn pack_a(rows: &[&[f32]], k: usize, kc: usize) -> Vec<f32> {
+    let mut packed = vec![0f32; k.div_ceil(kc) * rows.len().div_ceil(MR) * kc * MR];
+    for (i, block) in packed.chunks_exact_mut(kc * MR).enumerate() {
+        pack_a_block(rows, k, kc, i, block);
     }
     packed
 }
 
-/// [`pack_a`] on candle's CPU worker threads (one `KC × MR` block of the layout per part), for
+/// [`pack_a`] on candle's CPU worker threads (one `kc × MR` block of the layout per part), for
 /// callers outside them: a prompt's activations are megabytes.
-fn pack_a_parallel(rows: &[&[f32]], k: usize) -> Vec<f32> {
-    let mut packed = vec![0f32; k.div_ceil(KC) * rows.len().div_ceil(MR) * KC * MR];
-    super::par_chunks_mut(&mut packed, KC * MR, |i, block| {
-        pack_a_block(rows, k, i, block)
+fn pack_a_parallel(rows: &[&[f32]], k: usize, kc: usize) -> Vec<f32> {
+    let mut packed = vec![0f32; k.div_ceil(kc) * rows.len().div_ceil(MR) * kc * MR];
+    super::par_chunks_mut(&mut packed, kc * MR, |i, block| {
+        pack_a_block(rows, k, kc, i, block)
     });
     packed
 }
 
-/// Block `i` of [`pack_a`]'s layout (k-slice `i / m-blocks`, m-block `i % m-blocks`).
+/// Block `i` of [`pack_a`]'s layout (k-slice `i / m-blocks`, m-block `i % m-blocks`), written
+/// in order: one group of `MR` values per depth, gathered from the block's rows.
 #[inline(always)]
-fn pack_a_block(rows: &[&[f32]], k: usize, i: usize, block: &mut [f32]) {
+fn pack_a_block(rows: &[&[f32]], k: usize, kc: usize, i: usize, block: &mut [f32]) {
     let mblocks = rows.len().div_ceil(MR);
     let (kb, mb) = (i / mblocks, i % mblocks);
-    let (k0, kc) = (kb * KC, KC.min(k - kb * KC));
-    for (r, row) in rows.iter().enumerate().skip(mb * MR).take(MR) {
-        for (kk, &v) in row[k0..k0 + kc].iter().enumerate() {
-            block[kk * MR + r % MR] = v;
+    let (k0, depth) = (kb * kc, kc.min(k - kb * kc));
+    let mine = &rows[mb * MR..rows.len().min(mb * MR + MR)];
+    if let Ok(full) = <&[&[f32]; MR]>::try_from(mine) {
+        let src: [&[f32]; MR] = std::array::from_fn(|r| &full[r][k0..k0 + depth]);
+        for (kk, group) in block.chunks_exact_mut(MR).take(depth).enumerate() {
+            for (g, row) in group.iter_mut().zip(&src) {
+                *g = row[kk];
+            }
+        }
+    } else {
+        for (r, row) in mine.iter().enumerate() {
+            for (kk, &v) in row[k0..k0 + depth].iter().enumerate() {
+                block[kk * MR + r] = v;
+            }
         }
     }
 }
 
 /// Packs columns `j0..j0 + cols` (at most NR) of depths `k0..k0 + kc` as `[kc][NR]`, zero-padded.
+/// Row-major and quantized weights give rows of the product's columns: eight at a time are
+/// transposed into the panel with 8 × 8 register transposes.
 #[inline(always)]
 fn pack_b(rhs: Rhs<'_>, j0: usize, cols: usize, k0: usize, kc: usize, bp: &mut [f32]) {
+    const ZEROS: [f32; KC_ROOM] = [0.0; KC_ROOM];
+    assert!(kc <= KC_ROOM);
     match rhs {
         Rhs::Transposed { w, ld } => {
-            for j in 0..NR {
-                if j < cols {
-                    let row = &w[(j0 + j) * ld + k0..(j0 + j) * ld + k0 + kc];
-                    for (kk, &v) in row.iter().enumerate() {
-                        bp[kk * NR + j] = v;
+            for g in (0..NR).step_by(8) {
+                let rows: [&[f32]; 8] = std::array::from_fn(|r| {
+                    let at = (j0 + g + r) * ld + k0;
+                    if g + r < cols {
+                        &w[at..at + kc]
+                    } else {
+                        &ZEROS[..kc]
                     }
-                } else {
-                    for kk in 0..kc {
-                        bp[kk * NR + j] = 0.0;
-                    }
-                }
+                });
+                columns_of_8_rows(rows, kc, bp, g);
             }
         }
         Rhs::Packed(_) => unreachable!("packed weights are read in place by `panels`"),
         Rhs::Quant(w) => {
-            let mut row = [0f32; KC];
+            let mut scratch = [[0f32; KC_ROOM]; 8];
             let (bl, bb) = (w.dtype.block_len(), w.dtype.block_bytes());
             let row_bytes = w.row_bytes();
-            for j in 0..NR {
-                if j < cols {
-                    let start = (j0 + j) * row_bytes + k0 / bl * bb;
-                    let bytes = &w.bytes[start..start + kc / bl * bb];
+            for g in (0..NR).step_by(8) {
+                for (r, row) in scratch.iter_mut().enumerate() {
+                    if g + r >= cols {
+                        row[..kc].fill(0.0);
+                        continue;
+                    }
+                    let start = (j0 + g + r) * row_bytes + k0 / bl * bb;
+                    let len = kc / bl * bb;
+                    let bytes = &w.bytes[start..start + len];
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: `panels` runs only inside functions with AVX2/FMA enabled (this is
                     // inlined into them), F16C comes with every `Isa` that has AVX2, and the
@@ -204,14 +347,25 @@ fn pack_b(rhs: Rhs<'_>, j0: usize, cols: usize, k0: usize, kc: usize, bp: &mut [
                     unsafe {
                         super::quant::dequant::into(w.dtype, bytes, &mut row[..kc])
                     };
-                    for (kk, &v) in row[..kc].iter().enumerate() {
-                        bp[kk * NR + j] = v;
-                    }
-                } else {
-                    for kk in 0..kc {
-                        bp[kk * NR + j] = 0.0;
+                    // The same depths of the next panel's row, which is packed next: 32 rows
+                    // a panel apart are more streams than the hardware prefetchers follow.
+                    #[cfg(target_arch = "x86_64")]
+                    if let Some(next) = w
+                        .bytes
+                        .get(start + NR * row_bytes..start + NR * row_bytes + len)
+                    {
+                        for line in next.chunks(64) {
+                            // SAFETY: a prefetch of an address inside `w.bytes`; it reads nothing.
+                            unsafe {
+                                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                                    line.as_ptr().cast(),
+                                )
+                            }
+                        }
                     }
                 }
+                let rows: [&[f32]; 8] = std::array::from_fn(|r| &scratch[r][..kc]);
+                columns_of_8_rows(rows, kc, bp, g);
             }
         }
         Rhs::Plain { b, ld } => {
@@ -224,8 +378,78 @@ fn pack_b(rhs: Rhs<'_>, j0: usize, cols: usize, k0: usize, kc: usize, bp: &mut [
     }
 }
 
-/// Columns `n0..n1` of `C = A·rhs` for `m` rows packed in `ap`, written to `out` (row `i`, column
-/// `j` at `out.row(i, j - n0)`), with the AVX-512 microkernel or the AVX2 one.
+/// Writes `rows` (each `kc` long) as columns `g..g + 8` of the `[kc][NR]` panel `bp`.
+#[inline(always)]
+fn columns_of_8_rows(rows: [&[f32]; 8], kc: usize, bp: &mut [f32], g: usize) {
+    assert!(g + 8 <= NR && bp.len() >= kc * NR && rows.iter().all(|r| r.len() >= kc));
+    let whole = if cfg!(target_arch = "x86_64") {
+        kc / 8 * 8
+    } else {
+        0
+    };
+    #[cfg(target_arch = "x86_64")]
+    for k0 in (0..whole).step_by(8) {
+        // SAFETY: this runs only inside the panel functions, which have AVX2 enabled (it is
+        // inlined into them); `k0 + 8 <= kc`, inside every row and inside `bp`'s `kc` rows
+        // (asserted above).
+        unsafe { transpose_8x8(&rows, k0, bp, g) }
+    }
+    for kk in whole..kc {
+        for (j, row) in rows.iter().enumerate() {
+            bp[kk * NR + g + j] = row[kk];
+        }
+    }
+}
+
+/// `bp[(k0 + c) * NR + g + r] = rows[r][k0 + c]` for `r, c < 8`: an 8 × 8 block transposed in
+/// registers (pairs interleaved, then quads, then the 128-bit halves exchanged).
+///
+/// # Safety
+/// AVX2 is enabled; every row has `k0 + 8` values, `bp` has `(k0 + 8) * NR` and `g + 8 <= NR`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn transpose_8x8(rows: &[&[f32]; 8], k0: usize, bp: &mut [f32], g: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: every row has `k0 + 8` values (the contract).
+    let r: [__m256; 8] =
+        std::array::from_fn(|i| unsafe { _mm256_loadu_ps(rows[i].as_ptr().add(k0)) });
+    // Within each 128-bit half: rows (0, 1) interleaved by pairs of columns, and so on.
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    // Rows 0-3 (s0..s3) and 4-7 (s4..s7) of columns c | c + 4, for c = 0..4.
+    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    let columns = [
+        _mm256_permute2f128_ps::<0x20>(s0, s4),
+        _mm256_permute2f128_ps::<0x20>(s1, s5),
+        _mm256_permute2f128_ps::<0x20>(s2, s6),
+        _mm256_permute2f128_ps::<0x20>(s3, s7),
+        _mm256_permute2f128_ps::<0x31>(s0, s4),
+        _mm256_permute2f128_ps::<0x31>(s1, s5),
+        _mm256_permute2f128_ps::<0x31>(s2, s6),
+        _mm256_permute2f128_ps::<0x31>(s3, s7),
+    ];
+    for (c, col) in columns.into_iter().enumerate() {
+        // SAFETY: `(k0 + c) * NR + g + 8 <= (k0 + 8) * NR` (the contract).
+        unsafe { _mm256_storeu_ps(bp.as_mut_ptr().add((k0 + c) * NR + g), col) }
+    }
+}
+
+/// Columns `n0..n1` of `C = A·rhs` for `m` rows packed in `ap` by [`pack_a`] with slices
+/// `kc` deep, written to `out` (row `i`, column `j` at `out.row(i, j - n0)`), with the AVX-512
+/// microkernel or the AVX2 one.
 ///
 /// # Safety
 /// The instructions of the microkernel are enabled; no other thread touches columns
@@ -236,68 +460,70 @@ fn pack_b(rhs: Rhs<'_>, j0: usize, cols: usize, k0: usize, kc: usize, bp: &mut [
 unsafe fn panels_with<const AVX512: bool>(
     ap: &[f32],
     m: usize,
-    k: usize,
+    (k, kc): (usize, usize),
     rhs: Rhs<'_>,
     n0: usize,
     n1: usize,
     out: Out,
 ) {
+    assert!(kc > 0 && kc <= KC_ROOM && kc.is_multiple_of(depth_align(rhs)));
     let mblocks = m.div_ceil(MR);
-    let kblocks = k.div_ceil(KC);
-    let mut bp = vec![0f32; KC * NR];
+    let kblocks = k.div_ceil(kc);
+    let mut bp = vec![0f32; KC_ROOM * NR];
     let mut tile = [0f32; MR * NR];
     // Rows go in chunks whose depth slice of A stays in L2 while every column panel passes over
     // it (many rows, e.g. a batch of encoder inputs, would otherwise stream A from memory once
     // per panel). Only a weight read in place is chunked: the others would be packed (or
     // dequantized) again for every chunk.
     let chunk = match rhs {
-        Rhs::Packed(_) => MC_BLOCKS,
+        Rhs::Packed(_) => chunk_blocks(kc),
         _ => mblocks.max(1),
     };
     for c0 in (0..mblocks).step_by(chunk) {
         for kb in 0..kblocks {
-            let (k0, kc) = (kb * KC, KC.min(k - kb * KC));
+            let (k0, depth) = (kb * kc, kc.min(k - kb * kc));
             for p0 in (n0..n1).step_by(NR) {
                 let cols = NR.min(n1 - p0);
                 // A packed weight is read in place; other operands are packed slice by slice.
                 let b: &[f32] = match rhs {
-                    Rhs::Packed(w) => &w.panel(p0 / NR)[k0 * NR..(k0 + kc) * NR],
+                    Rhs::Packed(w) => &w.panel(p0 / NR)[k0 * NR..(k0 + depth) * NR],
                     _ => {
-                        pack_b(rhs, p0, cols, k0, kc, &mut bp);
+                        pack_b(rhs, p0, cols, k0, depth, &mut bp);
                         &bp
                     }
                 };
                 for mb in c0..(c0 + chunk).min(mblocks) {
-                    let a = &ap[(kb * mblocks + mb) * KC * MR..];
-                    let rows = MR.min(m - mb * MR);
-                    // SAFETY: the caller runs this inside a function with the instructions enabled.
+                    let a = &ap[(kb * mblocks + mb) * kc * MR..];
+                    let (i0, rows) = (mb * MR, MR.min(m - mb * MR));
+                    let at = |r0: usize| (i0 + r0, p0 - n0);
+                    // SAFETY: the caller runs this inside a function with the instructions
+                    // enabled, and these rows and columns are its alone.
                     unsafe {
                         if rows > 8 {
-                            if AVX512 {
-                                microkernel_avx512::<MR>(kc, a, b, &mut tile)
-                            } else {
-                                microkernel_avx2::<MR>(kc, a, b, &mut tile)
-                            }
+                            step::<AVX512, MR>(
+                                depth,
+                                a,
+                                b,
+                                &out,
+                                at(0),
+                                (rows, cols),
+                                kb > 0,
+                                &mut tile,
+                            )
                         } else {
                             for r0 in (0..rows).step_by(4) {
-                                let (a, t) = (&a[r0..], &mut tile[r0 * NR..]);
-                                if AVX512 {
-                                    microkernel_avx512::<4>(kc, a, b, t)
-                                } else {
-                                    microkernel_avx2::<4>(kc, a, b, t)
-                                }
+                                let shape = ((rows - r0).min(4), cols);
+                                step::<AVX512, 4>(
+                                    depth,
+                                    &a[r0..],
+                                    b,
+                                    &out,
+                                    at(r0),
+                                    shape,
+                                    kb > 0,
+                                    &mut tile,
+                                )
                             }
-                        }
-                    };
-                    for i in 0..rows {
-                        // SAFETY: columns `n0..n1` of these rows are this call's alone (the
-                        // caller's contract), and `dst` ends before the next row is taken.
-                        let dst = unsafe { out.row(mb * MR + i, p0 - n0, cols) };
-                        let src = &tile[i * NR..i * NR + cols];
-                        if kb == 0 {
-                            dst.copy_from_slice(src);
-                        } else {
-                            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
                         }
                     }
                 }
@@ -312,7 +538,7 @@ unsafe fn panels_with<const AVX512: bool>(
 unsafe fn panels_avx512(
     ap: &[f32],
     m: usize,
-    k: usize,
+    k: (usize, usize),
     rhs: Rhs<'_>,
     n0: usize,
     n1: usize,
@@ -328,7 +554,7 @@ unsafe fn panels_avx512(
 unsafe fn panels_avx2(
     ap: &[f32],
     m: usize,
-    k: usize,
+    k: (usize, usize),
     rhs: Rhs<'_>,
     n0: usize,
     n1: usize,
@@ -348,7 +574,7 @@ unsafe fn panels(
     isa: Isa,
     ap: &[f32],
     m: usize,
-    k: usize,
+    k: (usize, usize),
     rhs: Rhs<'_>,
     n0: usize,
     n1: usize,
@@ -382,9 +608,10 @@ pub(crate) fn gemm_rows(
             return available(isa);
         }
         assert!(c.len() >= (a_rows.len() - 1) * ldc + n);
-        let ap = pack_a(a_rows, k);
+        let kc = slice_depth(k, depth_align(rhs));
+        let ap = pack_a(a_rows, k, kc);
         // SAFETY: `c` is borrowed mutably for the call and only this thread writes it.
-        unsafe { panels(isa, &ap, a_rows.len(), k, rhs, 0, n, Out::of(c, ldc)) };
+        unsafe { panels(isa, &ap, a_rows.len(), (k, kc), rhs, 0, n, Out::of(c, ldc)) };
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -406,20 +633,51 @@ pub(crate) fn gemm_nt(
     n: usize,
     c: &mut [f32],
 ) -> bool {
+    assert!(c.len() >= m * n);
+    gemm_nt_out(isa, a, m, k, rhs, n, Out::of(&mut c[..m * n], n))
+}
+
+/// [`gemm_nt`] into memory not yet initialized: when it returns `true`, every one of the first
+/// `m * n` values of `c` has been written (a result of megabytes need not be zeroed first).
+pub(crate) fn gemm_nt_uninit(
+    isa: Isa,
+    a: &[f32],
+    m: usize,
+    k: usize,
+    rhs: Rhs<'_>,
+    n: usize,
+    c: &mut [std::mem::MaybeUninit<f32>],
+) -> bool {
+    assert!(c.len() >= m * n);
+    gemm_nt_out(isa, a, m, k, rhs, n, Out::of_uninit(&mut c[..m * n], n))
+}
+
+/// [`gemm_nt`] into `out` (`[m, n]`, rows `n` apart, made from a slice still mutably borrowed).
+/// Every element is written once by the first depth slice's pass before any is read.
+fn gemm_nt_out(isa: Isa, a: &[f32], m: usize, k: usize, rhs: Rhs<'_>, n: usize, out: Out) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         if !available(isa) {
             return false;
         }
-        assert!(a.len() >= m * k && c.len() >= m * n);
+        assert!(a.len() >= m * k);
+        if k == 0 {
+            // No depth slice to write the result: an empty sum is zero.
+            let zeros = vec![0f32; n];
+            for i in 0..m {
+                // SAFETY: the whole result is this call's (the caller's contract).
+                unsafe { out.write(i, 0, &zeros) };
+            }
+            return true;
+        }
         let rows: Vec<&[f32]> = a.chunks_exact(k).take(m).collect();
-        let ap = pack_a_parallel(&rows, k);
+        let kc = slice_depth(k, depth_align(rhs));
+        let ap = pack_a_parallel(&rows, k, kc);
         let pool = candle_core::utils::barrier_pool();
         let threads = pool.n_workers() + 1;
         let count = n.div_ceil(NR);
         // Each thread writes its own columns of `c` in place (no per-thread block to allocate
         // and copy back).
-        let out = Out::of(&mut c[..m * n], n);
         pool.execute(|tid| {
             let (p0, p1) = (tid * count / threads, (tid + 1) * count / threads);
             if p0 == p1 {
@@ -427,14 +685,14 @@ pub(crate) fn gemm_nt(
             }
             let (n0, n1) = (p0 * NR, (p1 * NR).min(n));
             // SAFETY: thread `tid` alone writes columns `n0..n1` (the ranges split `0..n`), and
-            // `c` stays mutably borrowed until `execute` returns with every thread done.
-            unsafe { panels(isa, &ap, m, k, rhs, n0, n1, out.columns_from(n0)) };
+            // the result stays mutably borrowed until `execute` returns with every thread done.
+            unsafe { panels(isa, &ap, m, (k, kc), rhs, n0, n1, out.columns_from(n0)) };
         });
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (isa, a, m, k, rhs, n, c);
+        let _ = (isa, a, m, k, rhs, n, out);
         false
     }
 }
@@ -453,7 +711,13 @@ mod tests {
     #[test]
     fn matches_a_plain_loop() {
         for isa in Isa::all_here().into_iter().filter(|i| available(*i)) {
-            for (m, n, k) in [(1, 1, 1), (13, 33, 257), (30, 70, 600), (2, 5, 3)] {
+            for (m, n, k) in [
+                (1, 1, 1),
+                (13, 33, 257),
+                (30, 70, 600),
+                (2, 5, 3),
+                (3, 4, 0),
+            ] {
                 let a = values(m * k, 1);
                 let w = values(n * k, 2);
                 let mut c = vec![f32::NAN; m * n];
@@ -470,6 +734,20 @@ mod tests {
                 let mut cp = vec![f32::NAN; m * n];
                 assert!(gemm_nt(isa, &a, m, k, Rhs::Packed(&packed), n, &mut cp));
                 assert_eq!(c, cp, "packed and row-major weights give the same result");
+                let mut cu = Vec::with_capacity(m * n);
+                let rhs = Rhs::Packed(&packed);
+                assert!(gemm_nt_uninit(
+                    isa,
+                    &a,
+                    m,
+                    k,
+                    rhs,
+                    n,
+                    cu.spare_capacity_mut()
+                ));
+                // SAFETY: `gemm_nt_uninit` returned `true`: every value is written.
+                unsafe { cu.set_len(m * n) };
+                assert_eq!(c, cu, "a result written into fresh memory is the same");
                 for i in 0..m {
                     for j in 0..n {
                         let want: f64 = (0..k)

@@ -3,6 +3,10 @@
 /// A result matrix that several threads write: element `(i, j)` at `ptr + i * ld + j`, inside
 /// `len` values. A raw pointer because the threads of a matrix product write disjoint columns of
 /// the same rows, which no set of disjoint slices describes.
+///
+/// One made by [`Out::of_uninit`] starts uninitialized: each element's first write goes through
+/// [`Out::write`] or a store through [`Out::block`]'s pointer, and only then may [`Out::row`]
+/// (or a load) reach it.
 #[derive(Clone, Copy)]
 pub(crate) struct Out {
     ptr: *mut f32,
@@ -21,6 +25,15 @@ impl Out {
     pub(crate) fn of(c: &mut [f32], ld: usize) -> Out {
         Out {
             ptr: c.as_mut_ptr(),
+            ld,
+            len: c.len(),
+        }
+    }
+
+    /// `c`, not yet initialized, with rows `ld` apart (see the type's rule for first writes).
+    pub(crate) fn of_uninit(c: &mut [std::mem::MaybeUninit<f32>], ld: usize) -> Out {
+        Out {
+            ptr: c.as_mut_ptr().cast(),
             ld,
             len: c.len(),
         }
@@ -51,5 +64,39 @@ impl Out {
         );
         // SAFETY: inside the `len` values from `ptr` (asserted); exclusive by the contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), cols) }
+    }
+
+    /// Copies `src` to row `i` from column `j` (a first write included: no reference to the
+    /// destination is made).
+    ///
+    /// # Safety
+    /// As for [`Out::row`]: nothing else reads or writes these elements meanwhile.
+    pub(crate) unsafe fn write(&self, i: usize, j: usize, src: &[f32]) {
+        let at = i * self.ld + j;
+        assert!(
+            at + src.len() <= self.len,
+            "row {i} columns {j}+{} outside the result",
+            src.len()
+        );
+        // SAFETY: the destination is inside the `len` values from `ptr` (asserted), exclusive by
+        // the contract, and cannot overlap `src` (a shared borrow of other memory).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(at), src.len()) }
+    }
+
+    /// Distance between rows.
+    pub(crate) fn ld(&self) -> usize {
+        self.ld
+    }
+
+    /// A pointer to element `(i, j)`, after checking that `rows` rows of `cols` values from
+    /// there lie inside the result. Writing through it is the caller's to justify, as for
+    /// [`Out::row`].
+    pub(crate) fn block(&self, i: usize, j: usize, rows: usize, cols: usize) -> *mut f32 {
+        assert!(
+            rows > 0 && (i + rows - 1) * self.ld + j + cols <= self.len,
+            "rows {i}+{rows} columns {j}+{cols} outside the result"
+        );
+        // SAFETY: inside the `len` values from `ptr` (asserted).
+        unsafe { self.ptr.add(i * self.ld + j) }
     }
 }
