@@ -513,10 +513,13 @@ fn lookups_and_matmuls(cases: &mut Vec<Case>) {
         }
         // Weights and activations like a trained checkpoint's (heavy tails, outlier rows and
         // columns, massive activation channels), quantized by the reference encoder: one decode
-        // row and a prompt of 13 rows, 1536 deep; and a large-vocabulary output head.
+        // row and prompts of 13 and 70 rows (past the skinny kernels' rows and the 64 from
+        // which q8_0 without VNNI takes the dequantized f32 product), 1536 deep; and a
+        // large-vocabulary output head.
         for (label, m, n, k) in [
             ("decode", 1, 67, 1536),
             ("prompt", 13, 67, 1536),
+            ("prompt", 70, 67, 1536),
             ("vocab", 1, 4099, 256),
         ] {
             let mut c = Cb::new(

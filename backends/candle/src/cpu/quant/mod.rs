@@ -8,9 +8,9 @@
 //! More rows (prompts, larger batches) against the 32-value formats take integer kernels laid out
 //! for many rows ([`prompt`]: one `vpdpbusd`, or `vpmaddubsw` with AVX2, multiplies four codes of
 //! a weight row with a tile of 16 or 8 activation rows, the same products as decoding); for the
-//! k-quants, each weight slice is dequantized into the f32 matrix product ([`dequant`],
-//! [`super::gemm`]), which outruns the row-by-row integer dot products once every slice serves
-//! many rows and rounds the activations less.
+//! k-quants, and for q8_0 from 64 rows where there is no VNNI, each weight slice is dequantized
+//! into the f32 matrix product ([`dequant`], [`super::gemm`]), which outruns the integer
+//! products once every slice serves many rows and rounds the activations less.
 
 pub(crate) mod act;
 #[cfg(target_arch = "x86_64")]
@@ -78,7 +78,7 @@ pub(crate) fn matmul(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut
             skinny(isa, x, m, w, y);
             return true;
         }
-        if m > 1 && prompt::matmul(isa, x, m, w, y) {
+        if m > 1 && integer_prompt(w.dtype, isa, m) && prompt::matmul(isa, x, m, w, y) {
             return true;
         }
         if m > 1 {
@@ -107,6 +107,21 @@ pub(crate) fn matmul(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut
         let _ = (isa, x, m, w, y);
         false
     }
+}
+
+/// Fewest rows for which a q8_0 product without VNNI runs faster dequantized into the f32
+/// matrix product than on the AVX2 integer prompt kernels. Without `vpdpbusd` each block of 32
+/// codes costs `vpmaddubsw`, `vpmaddwd`, sign moves and a scale, while q8_0 dequantizes with a
+/// widening load and one multiply. Measured with AVX2 forced (Sapphire Rapids, 2 threads,
+/// alternating runs), integer / dequantized t/s: built-in SmolLM2 q8_0 pp16 565 / 416, pp32
+/// 610 / 518, pp64 630 / 641, pp128 638 / 679, pp512 560 / 645; TinyLlama q8_0 pp128 86 / 86.
+/// (For q4_0 the integer kernels stay ahead: SmolLM2 pp512 717 / 669, TinyLlama pp128 117 / 90.)
+const Q8_0_DEQUANT_ROWS: usize = 64;
+
+/// Whether `m` rows against `dtype` take the integer prompt kernels (where they run) rather
+/// than the dequantized f32 matrix product.
+fn integer_prompt(dtype: DType, isa: Isa, m: usize) -> bool {
+    !(dtype == DType::Q8_0 && !isa.vnni() && m >= Q8_0_DEQUANT_ROWS)
 }
 
 /// Most activation rows that take the row-by-row integer dot products for `dtype` with `isa` (a
