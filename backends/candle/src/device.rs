@@ -172,8 +172,9 @@ impl Device for CandleDevice {
         buffer::download(&self.info.name, buffer)
     }
 
-    /// On the CPU, f32 matrices used only as transposed matmul operands (and gather tables) are
-    /// packed into the panel layout of the CPU kernels, once; everything else is uploaded as is.
+    /// On the CPU, f32 matrices used only as transposed matmul operands (and gather tables), or
+    /// only as plain ones, are packed into the panel layout of the CPU kernels, once; everything
+    /// else is uploaded as is.
     fn upload_weights(
         &self,
         plans: &[WeightPlan],
@@ -190,6 +191,13 @@ impl Device for CandleDevice {
                     .uses
                     .iter()
                     .all(|u| matches!(u, WeightUse::MatMulTransposed | WeightUse::Gather));
+            // A plain matmul's `[K, N]` operand (GPT-2's `Conv1D`), used only so, is packed
+            // from its columns for the same kernels.
+            let columns = crate::cpu::gemm::available(self.isa)
+                && host.dtype() == DType::F32
+                && host.dims().len() == 2
+                && !plan.uses.is_empty()
+                && plan.uses.iter().all(|u| *u == WeightUse::MatMul);
             let blocks = crate::cpu::quant::available(host.dtype(), self.isa)
                 && host.dims().len() == 2
                 && host.dims()[1].is_multiple_of(host.dtype().block_len());
@@ -210,6 +218,11 @@ impl Device for CandleDevice {
                 let packed = PackedMatrix::pack_reporting(values, n, k, |rows| {
                     host.release_pages_of(rows.start * k * 4..rows.end * k * 4)
                 });
+                out.push(CandleBuffer::Packed(std::sync::Arc::new(packed)));
+                host.release_pages();
+            } else if columns {
+                let (k, n) = (host.dims()[0], host.dims()[1]);
+                let packed = PackedMatrix::pack_columns(&host.to_f32_vec()?, k, n);
                 out.push(CandleBuffer::Packed(std::sync::Arc::new(packed)));
                 host.release_pages();
             } else if blocks {

@@ -177,10 +177,17 @@ pub(crate) fn eval(
                     }
                 }
                 CandleBuffer::Packed(p) => {
-                    if !*transpose_rhs {
-                        return Err(EvalError::Invalid(
-                            "a packed weight can only be a transposed matmul operand".into(),
-                        ));
+                    // Packed for the use it was uploaded for: `[N, K]` rows for `x · Wᵀ`, or a
+                    // plain `[K, N]` operand's columns for `x · B`.
+                    if *transpose_rhs == p.from_columns() {
+                        let want = if *transpose_rhs {
+                            "transposed"
+                        } else {
+                            "plain"
+                        };
+                        return Err(EvalError::Invalid(format!(
+                            "a weight packed for the other kind of matmul is a {want} operand here"
+                        )));
                     }
                     packed_matmul(isa, a, p, out)?
                 }
@@ -613,6 +620,16 @@ fn attention(
     isa: Isa,
 ) -> Result<Tensor> {
     if isa.any() {
+        // One query row (a decode step): the slot kernel over the cache as a one-slot pool,
+        // split by head, without the flash kernel's per-call setup.
+        if q.dim(0)? == 1 && q.dim(2)? == 1 {
+            let (kp, vp) = (k.transpose(1, 2)?, v.transpose(1, 2)?);
+            if let Some(out) =
+                crate::cpu::slot_attention::decode_rows(isa, q, &kp, &vp, positions, &[0], a)?
+            {
+                return Ok(out);
+            }
+        }
         if let Some(out) = crate::cpu::attention::try_flash(q, k, v, positions, a)? {
             return Ok(out);
         }

@@ -3,7 +3,8 @@
 //! A `[N, K]` matrix is stored as panels of [`PANEL`] rows, each panel `[K][PANEL]`: exactly what
 //! the GEMM microkernel reads, so prompt processing never re-packs weights, and what the
 //! matrix-vector kernel streams sequentially when decoding. Rows past `N` in the last panel are
-//! zero.
+//! zero. A plain matmul's `[K, N]` right operand (GPT-2's `Conv1D` weights) is packed the same
+//! way from its columns, so both kinds of weight take the same kernels; it keeps its own shape.
 
 use super::gemm::PANEL;
 use super::huge_pages::HugePageVec;
@@ -12,6 +13,11 @@ use super::huge_pages::HugePageVec;
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedMatrix {
     data: HugePageVec,
+    /// `[N, K]` of a product with it.
+    nk: [usize; 2],
+    /// Packed from a `[K, N]` matrix (a plain matmul's right operand) rather than `[N, K]`.
+    from_columns: bool,
+    /// The shape as given: `nk`, or `[K, N]` when `from_columns`.
     dims: [usize; 2],
 }
 
@@ -48,22 +54,53 @@ impl PackedMatrix {
                 reported = r + 1;
             }
         }
-        PackedMatrix { data, dims: [n, k] }
+        PackedMatrix {
+            data,
+            nk: [n, k],
+            from_columns: false,
+            dims: [n, k],
+        }
     }
 
-    /// `[N, K]`.
+    /// Packs the row-major `b` (`k` rows of `n`), the right operand of a plain matmul
+    /// `x · B`: the result computes as [`pack`](Self::pack) of `Bᵀ` would, and keeps `B`'s shape.
+    pub fn pack_columns(b: &[f32], k: usize, n: usize) -> PackedMatrix {
+        assert_eq!(b.len(), n * k, "a {k}x{n} matrix needs {} values", n * k);
+        let panels = n.div_ceil(PANEL);
+        let mut data = HugePageVec::zeroed(panels * k * PANEL);
+        for (kk, row) in b.chunks_exact(n.max(1)).enumerate().take(k) {
+            for (p, part) in row.chunks(PANEL).enumerate() {
+                let at = p * k * PANEL + kk * PANEL;
+                data[at..at + part.len()].copy_from_slice(part);
+            }
+        }
+        PackedMatrix {
+            data,
+            nk: [n, k],
+            from_columns: true,
+            dims: [k, n],
+        }
+    }
+
+    /// True when packed by [`pack_columns`](Self::pack_columns): a plain matmul's operand.
+    pub fn from_columns(&self) -> bool {
+        self.from_columns
+    }
+
+    /// The shape of the matrix as it was given: `[N, K]`, or `[K, N]` when
+    /// [`from_columns`](Self::from_columns).
     pub fn dims(&self) -> &[usize] {
         &self.dims
     }
 
-    /// Rows.
+    /// Columns of a product with it (rows of `[N, K]`).
     pub fn n(&self) -> usize {
-        self.dims[0]
+        self.nk[0]
     }
 
-    /// Columns.
+    /// Depth of a product with it.
     pub fn k(&self) -> usize {
-        self.dims[1]
+        self.nk[1]
     }
 
     /// Panel `p` (`K × PANEL` values).
@@ -77,7 +114,7 @@ impl PackedMatrix {
         self.n().div_ceil(PANEL)
     }
 
-    /// Row `r` into `out` (`K` values).
+    /// Row `r` of `[N, K]` into `out` (`K` values).
     pub fn row_into(&self, r: usize, out: &mut [f32]) {
         let panel = self.panel(r / PANEL);
         for (kk, o) in out.iter_mut().enumerate() {
@@ -85,14 +122,23 @@ impl PackedMatrix {
         }
     }
 
-    /// The row-major matrix.
+    /// The row-major matrix, in the shape it was given ([`dims`](Self::dims)).
     pub fn unpack(&self) -> Vec<f32> {
         let (n, k) = (self.n(), self.k());
         let mut w = vec![0f32; n * k];
         for (r, row) in w.chunks_exact_mut(k.max(1)).enumerate().take(n) {
             self.row_into(r, row);
         }
-        w
+        if !self.from_columns {
+            return w;
+        }
+        let mut b = vec![0f32; n * k];
+        for (r, row) in w.chunks_exact(k.max(1)).enumerate().take(n) {
+            for (kk, &v) in row.iter().enumerate() {
+                b[kk * n + r] = v;
+            }
+        }
+        b
     }
 }
 
@@ -112,6 +158,29 @@ mod tests {
         assert_eq!(row, w[33 * k..34 * k]);
         // Padding rows of the last panel are zero.
         assert_eq!(p.panel(1)[PANEL - 1], 0.0);
+    }
+
+    /// A `[K, N]` operand packed from its columns is the packing of its transpose, and unpacks
+    /// to itself.
+    #[test]
+    fn columns_pack_as_the_transpose() {
+        let (k, n) = (5, 37);
+        let b: Vec<f32> = (0..k * n).map(|i| i as f32).collect();
+        let mut bt = vec![0f32; n * k];
+        for kk in 0..k {
+            for j in 0..n {
+                bt[j * k + kk] = b[kk * n + j];
+            }
+        }
+        let p = PackedMatrix::pack_columns(&b, k, n);
+        let t = PackedMatrix::pack(&bt, n, k);
+        assert_eq!((p.n(), p.k(), p.dims()), (n, k, &[k, n][..]));
+        assert!(p.from_columns() && !t.from_columns());
+        assert_eq!(
+            (0..p.panels()).map(|i| p.panel(i)).collect::<Vec<_>>(),
+            (0..t.panels()).map(|i| t.panel(i)).collect::<Vec<_>>()
+        );
+        assert_eq!(p.unpack(), b);
     }
 
     /// Every row is reported read exactly once, in order, in parts of at most 4 MiB of source.
