@@ -192,7 +192,11 @@ pub(crate) fn eval(
                     packed_matmul(isa, a, p, out)?
                 }
                 CandleBuffer::Tensor(b) | CandleBuffer::Indices { tensor: b, .. } => {
-                    match cpu_matmul_nt(isa, a, b, *transpose_rhs, out)? {
+                    let ours = match cpu_matmul_nt(isa, a, b, *transpose_rhs, out)? {
+                        Some(y) => Some(y),
+                        None => cpu_batched_matmul(isa, a, b, *transpose_rhs, out)?,
+                    };
+                    match ours {
                         Some(y) => y,
                         None => {
                             // candle's matmul takes a transposed last pair of axes but not
@@ -561,6 +565,60 @@ fn quant_matmul(
     if !done {
         return Ok(None);
     }
+    Ok(Some(Tensor::from_vec(y, out, a.device())?))
+}
+
+/// A batch of products of activations (`[.., M, K]` times `[.., K, N]`, or `[.., N, K]`
+/// transposed, with the same leading axes: an encoder's attention scores and weighted values)
+/// on the CPU's matrix kernels, one single-threaded product per batch entry, the entries split
+/// over the worker threads (candle's batched matmul reached about 45 GFLOP/s on a batch of 32
+/// texts × 12 heads of 128 × 128 × 32). `None` when the operands do not fit.
+fn cpu_batched_matmul(
+    isa: Isa,
+    a: &Tensor,
+    b: &Tensor,
+    transpose_rhs: bool,
+    out: &[usize],
+) -> Result<Option<Tensor>> {
+    let (ad, bd) = (a.dims(), b.dims());
+    let r = ad.len();
+    let fits = r >= 3
+        && bd.len() == r
+        && ad[..r - 2] == bd[..r - 2]
+        && a.dtype() == CDType::F32
+        && b.dtype() == CDType::F32
+        && a.device().is_cpu()
+        && crate::cpu::gemm::available(isa);
+    if !fits {
+        return Ok(None);
+    }
+    let (m, k) = (ad[r - 2], ad[r - 1]);
+    let n = if transpose_rhs { bd[r - 2] } else { bd[r - 1] };
+    if (if transpose_rhs { bd[r - 1] } else { bd[r - 2] }) != k || m * n * k == 0 {
+        return Ok(None);
+    }
+    let batch: usize = ad[..r - 2].iter().product();
+    let mut y = vec![0f32; batch * m * n];
+    with_f32(a, |x| {
+        with_f32(b, |w| {
+            crate::cpu::par_chunks_mut(&mut y, m * n, |i, c| {
+                let rows: Vec<&[f32]> = x[i * m * k..(i + 1) * m * k].chunks_exact(k).collect();
+                let rhs = if transpose_rhs {
+                    crate::cpu::gemm::Rhs::Transposed {
+                        w: &w[i * n * k..(i + 1) * n * k],
+                        ld: k,
+                    }
+                } else {
+                    crate::cpu::gemm::Rhs::Plain {
+                        b: &w[i * k * n..(i + 1) * k * n],
+                        ld: n,
+                    }
+                };
+                crate::cpu::gemm::gemm_rows(isa, &rows, k, rhs, n, c, n);
+            });
+            Ok(())
+        })
+    })?;
     Ok(Some(Tensor::from_vec(y, out, a.device())?))
 }
 

@@ -3,7 +3,7 @@
 //! `erf` per element), split over candle's CPU worker threads for large buffers.
 
 use super::kernels::Isa;
-use super::math::fast_exp;
+use super::math::{fast_exp, max_in_lanes, sum_in_lanes};
 use candle_core::{DType, Result, Tensor};
 
 #[inline(always)]
@@ -59,17 +59,17 @@ fn gelu_erf_slice(x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// Softmax of every `n`-long row of `x` into `y`.
+/// Softmax of every `n`-long row of `x` into `y`: maximum and sum in eight running lanes, the
+/// exponentials in a pass of their own, so every loop vectorizes (one running sum kept each
+/// exponential scalar: 2.2 ns per value on an encoder's attention scores).
 #[inline(always)]
 fn softmax_rows(x: &[f32], y: &mut [f32], n: usize) {
     for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
-        let max = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
+        let max = max_in_lanes(xr);
         for (o, &v) in yr.iter_mut().zip(xr) {
             *o = fast_exp(v - max);
-            sum += *o;
         }
-        let inv = 1.0 / sum;
+        let inv = 1.0 / sum_in_lanes(yr, |v| v);
         yr.iter_mut().for_each(|o| *o *= inv);
     }
 }

@@ -2,7 +2,7 @@
 //! cache in place instead of materializing scores, masks and a grouped copy of the keys.
 
 use super::kernels::Isa;
-use super::math::{fast_exp, sum_in_lanes};
+use super::math::{fast_exp, max_in_lanes, sum_in_lanes};
 use candle_core::{DType, Result, Tensor};
 use candle_nn::attention::{flash_attn, AttnMask};
 use switchyard_runtime::AttentionAttrs;
@@ -83,19 +83,7 @@ fn softmax_row(row: &mut [f32], lo: usize, hi: usize, scale: f32, softcap: Optio
     }
     // Maximum and sum in eight running lanes, the exponentials in a pass of their own: loops
     // the compiler vectorizes (one running sum would fix the order of every addition).
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let chunks = live.chunks_exact(8);
-    let mut max = chunks
-        .remainder()
-        .iter()
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
-    for c in chunks {
-        for (m, &v) in lanes.iter_mut().zip(c) {
-            *m = if v > *m { v } else { *m };
-        }
-    }
-    max = lanes.iter().copied().fold(max, f32::max);
+    let max = max_in_lanes(live);
     live.iter_mut().for_each(|v| *v = fast_exp(*v - max));
     let inv = 1.0 / sum_in_lanes(live, |v| v);
     live.iter_mut().for_each(|v| *v *= inv);

@@ -40,6 +40,25 @@ pub(crate) fn sum_in_lanes(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
+/// The maximum of `xs` in eight running lanes (a loop the compiler vectorizes; one running
+/// maximum would be a chain of dependent comparisons).
+#[inline(always)]
+pub(crate) fn max_in_lanes(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = xs.chunks_exact(8);
+    let max = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    lanes.iter().copied().fold(max, f32::max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
