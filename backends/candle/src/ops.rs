@@ -680,7 +680,7 @@ fn attention(
     if isa.any() {
         // One query row (a decode step): the slot kernel over the cache as a one-slot pool,
         // split by head, without the flash kernel's per-call setup.
-        if q.dim(0)? == 1 && q.dim(2)? == 1 {
+        if q.dim(0)? == 1 && q.dim(2)? == 1 && positions.len() == 1 {
             let (kp, vp) = (k.transpose(1, 2)?, v.transpose(1, 2)?);
             if let Some(out) =
                 crate::cpu::slot_attention::decode_rows(isa, q, &kp, &vp, positions, &[0], a)?
