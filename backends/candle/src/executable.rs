@@ -3,6 +3,7 @@
 
 use crate::buffer::{backend_err, upload, CandleBuffer};
 use crate::cpu::kernels::Isa;
+use crate::fusion::{self, Fusion};
 use crate::ops::{self, EvalError};
 use crate::profile;
 use candle_core::Device as CDevice;
@@ -28,6 +29,8 @@ pub struct CandleExecutable {
     /// Matmuls of one activation by several weights (a layer's q/k/v, its gate/up): at the first
     /// node of each group, the other nodes of the group (computed together when they can be).
     siblings: Vec<Vec<usize>>,
+    /// Chains of nodes the CPU kernels run as one, by their first node (see [`crate::fusion`]).
+    fusions: Vec<Option<Fusion>>,
     /// The device that compiled it.
     device_id: DeviceId,
 }
@@ -88,6 +91,11 @@ impl CandleExecutable {
             aliases_state,
             isa: if device.is_cpu() { isa } else { Isa::PORTABLE },
             siblings: sibling_matmuls(graph),
+            fusions: if device.is_cpu() {
+                fusion::plan(graph)
+            } else {
+                vec![None; graph.nodes().len()]
+            },
         })
     }
 
@@ -118,12 +126,35 @@ impl CandleExecutable {
                 ArgSource::State(i) => args.state_mut()[i].1.clone(),
             });
         }
+        // Nodes of a fused chain whose values are never made.
+        let mut skipped = vec![false; nodes.len()];
         for (i, node) in nodes.iter().enumerate() {
+            let fused = match &self.fusions[i] {
+                Some(f) if values[i].is_none() && self.isa.any() => {
+                    let started = profile::enabled().then(std::time::Instant::now);
+                    crate::fused::run(self.isa, &self.graph, i, f, &values, &bound.dims)
+                        .map_err(|e| backend_err(name, &format!("node %{i} (fused)"), e))?
+                        .map(|v| {
+                            profile::count_fused_chain();
+                            if let Some(t) = started {
+                                profile::record(f.label(), t.elapsed());
+                            }
+                            (f.chain(), v)
+                        })
+                }
+                _ => None,
+            };
             match &node.op {
+                _ if fused.is_some() => {
+                    let (chain, v) = fused.expect("matched");
+                    let (result, between) = chain.split_last().expect("a chain has nodes");
+                    values[*result] = Some(CandleBuffer::Tensor(v));
+                    between.iter().for_each(|&j| skipped[j] = true);
+                }
                 Op::Parameter { .. } => {}
                 Op::Constant { .. } => values[i] = self.constants[i].clone(),
-                // Computed with its group's first matmul.
-                _ if values[i].is_some() => {}
+                // Computed with its group's first matmul, or inside a fused chain.
+                _ if values[i].is_some() || skipped[i] => {}
                 Op::MatMul { .. } if !self.siblings[i].is_empty() && self.isa.any() => {
                     let started = profile::enabled().then(std::time::Instant::now);
                     let group: Vec<usize> = std::iter::once(i)

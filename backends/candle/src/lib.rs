@@ -30,6 +30,8 @@ mod cpu_info;
 mod cuda;
 mod device;
 mod executable;
+mod fused;
+mod fusion;
 mod ops;
 pub mod profile;
 

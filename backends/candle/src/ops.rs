@@ -526,7 +526,16 @@ fn packed_matmul(
         // A prompt's result is megabytes: written once, never zeroed first.
         let mut y = Vec::with_capacity(rows * n);
         let rhs = crate::cpu::gemm::Rhs::Packed(w);
-        if !crate::cpu::gemm::gemm_nt_uninit(isa, x, rows, k, rhs, n, y.spare_capacity_mut()) {
+        if !crate::cpu::gemm::gemm_nt_uninit(
+            isa,
+            x,
+            rows,
+            k,
+            rhs,
+            n,
+            y.spare_capacity_mut(),
+            Default::default(),
+        ) {
             candle_core::bail!("packed weights need the {isa} kernels to have a matrix product")
         }
         // SAFETY: `gemm_nt_uninit` returned `true`: it wrote all `rows * n` values.

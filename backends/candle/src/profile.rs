@@ -1,5 +1,6 @@
 //! Opt-in per-op timings (`SWITCHYARD_PROFILE=1`): where a graph's time goes, by op kind; and a
-//! count of the values ops had to read back from the device mid-graph (always on).
+//! count of the values ops had to read back from the device mid-graph and of the fused chains
+//! run (always on).
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
@@ -21,6 +22,18 @@ pub fn host_reads() -> u64 {
 
 pub(crate) fn count_host_read() {
     HOST_READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+static FUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Chains of graph nodes run as one fused CPU kernel (a product with its epilogue, an attention
+/// of activations) since the process started: how a test sees that the fused kernels ran.
+pub fn fused_chains() -> u64 {
+    FUSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+pub(crate) fn count_fused_chain() {
+    FUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 static TOTALS: Mutex<BTreeMap<&'static str, (u64, Duration)>> = Mutex::new(BTreeMap::new());

@@ -8,9 +8,18 @@ use switchyard_runtime::conformance::run_suite;
 /// the AVX2 kernels an AVX2-only machine runs. A variant the CPU lacks fails to open, and the
 /// test says so instead of passing.
 fn variant(k: CpuKernels) {
+    let fused_before = switchyard_candle::profile::fused_chains();
     match CandleDevice::cpu_with_kernels(k) {
         Ok(device) => suite_on(device),
         Err(e) => panic!("{k}: {e} (run with --skip {k} on such a CPU)"),
+    }
+    // The matrix-kernel variants run an encoder layer's chains fused (products with their
+    // bias, residual or GELU; masked attention), so the suite checked those kernels too.
+    if k != CpuKernels::Portable {
+        assert!(
+            switchyard_candle::profile::fused_chains() > fused_before,
+            "{k}: no fused chain ran in the suite"
+        );
     }
 }
 

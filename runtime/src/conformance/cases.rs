@@ -894,6 +894,8 @@ fn composites(cases: &mut Vec<Case>) {
         cases.push(c.finish(&[y]));
     }
 
+    encoder_layer(cases);
+
     let s = LayerShape {
         hidden: 32,
         heads: 4,
@@ -929,6 +931,67 @@ fn composites(cases: &mut Vec<Case>) {
                 .finish(&[y]),
         );
     }
+}
+
+/// A BERT layer over a batch of two texts, the second padded (its last keys masked to `-inf`):
+/// linear layers with biases, a residual after each block, GELU, and attention of head-major
+/// views with the key mask. Backends may run the chains inside as one (a product with its bias,
+/// residual or GELU; scores, mask, softmax and values), so this checks them against the
+/// reference with ragged shapes (14 rows, 3 heads of 8, an FFN of 40).
+fn encoder_layer(cases: &mut Vec<Case>) {
+    let mut c = Cb::new("layer/f32/encoder-padded-batch", DType::F32);
+    let (batch, t, hidden, heads, hd, ffn) = (2, 7, 24, 3, 8, 40);
+    let x = c.randn("x", &[batch, t, hidden]);
+    let lengths = [7, 4];
+    let mask: Vec<f32> = (0..batch * t)
+        .map(|i| {
+            if i % t < lengths[i / t] {
+                0.0
+            } else {
+                f32::NEG_INFINITY
+            }
+        })
+        .collect();
+    let mask = c.values("mask", DType::F32, &[batch, 1, 1, t], &mask);
+    let linear = |c: &mut Cb, x: NodeId, name: &str, out: usize, inp: usize| {
+        let w = c.weight(&format!("{name}.w"), &[out, inp], 0.3);
+        let b = c.weight(&format!("{name}.b"), &[out], 0.5);
+        let y = c.b.matmul_t(x, w).unwrap();
+        c.b.add(y, b).unwrap()
+    };
+    let layer_norm = |c: &mut Cb, x: NodeId, name: &str| {
+        let w = c.weight(&format!("{name}.w"), &[hidden], 0.2);
+        let b = c.weight(&format!("{name}.b"), &[hidden], 0.2);
+        c.b.layer_norm(x, w, b, 1e-12).unwrap()
+    };
+    let heads_of = |c: &mut Cb, y: NodeId| {
+        let r = c.b.reshape(y, t_fixed(&[batch, t, heads, hd])).unwrap();
+        c.b.transpose(r, &[0, 2, 1, 3]).unwrap()
+    };
+    let q = linear(&mut c, x, "q", hidden, hidden);
+    let q = c.b.affine(q, 1.0 / (hd as f32).sqrt(), 0.0).unwrap();
+    let k = linear(&mut c, x, "k", hidden, hidden);
+    let v = linear(&mut c, x, "v", hidden, hidden);
+    let (q, k, v) = (
+        heads_of(&mut c, q),
+        heads_of(&mut c, k),
+        heads_of(&mut c, v),
+    );
+    let scores = c.b.matmul_t(q, k).unwrap();
+    let scores = c.b.add(scores, mask).unwrap();
+    let probs = c.b.softmax(scores).unwrap();
+    let ctx = c.b.matmul(probs, v).unwrap();
+    let ctx = c.b.transpose(ctx, &[0, 2, 1, 3]).unwrap();
+    let ctx = c.b.reshape(ctx, t_fixed(&[batch, t, hidden])).unwrap();
+    let o = linear(&mut c, ctx, "o", hidden, hidden);
+    let o = c.b.add(o, x).unwrap();
+    let h = layer_norm(&mut c, o, "ln1");
+    let up = linear(&mut c, h, "up", ffn, hidden);
+    let up = c.b.unary(UnaryOp::GeluErf, up).unwrap();
+    let down = linear(&mut c, up, "down", hidden, ffn);
+    let y = c.b.add(down, h).unwrap();
+    let y = layer_norm(&mut c, y, "ln2");
+    cases.push(c.finish(&[y]));
 }
 
 fn t_fixed(dims: &[usize]) -> Shape {

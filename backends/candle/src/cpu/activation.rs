@@ -53,10 +53,21 @@ fn fast_erf(x: f32) -> f32 {
 }
 
 #[inline(always)]
+fn gelu_erf_one(v: f32) -> f32 {
+    0.5 * v * (1.0 + fast_erf(v * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+#[inline(always)]
 fn gelu_erf_slice(x: &[f32], y: &mut [f32]) {
     for (o, &v) in y.iter_mut().zip(x) {
-        *o = 0.5 * v * (1.0 + fast_erf(v * std::f32::consts::FRAC_1_SQRT_2));
+        *o = gelu_erf_one(v);
     }
+}
+
+/// [`gelu_erf`]'s function on `x` in place (the same bits), for a matrix product's epilogue.
+#[inline(always)]
+pub(super) fn gelu_erf_in_place(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = gelu_erf_one(*v));
 }
 
 /// Softmax of every `n`-long row of `x` into `y`: maximum and sum in eight running lanes, the
@@ -72,6 +83,37 @@ fn softmax_rows(x: &[f32], y: &mut [f32], n: usize) {
         let inv = 1.0 / sum_in_lanes(yr, |v| v);
         yr.iter_mut().for_each(|o| *o *= inv);
     }
+}
+
+/// `mask` added to `row` (when given), then the softmax of [`softmax_rows`] in place (the same
+/// bits as the add and the softmax one after the other).
+#[inline(always)]
+fn masked_softmax_row(row: &mut [f32], mask: Option<&[f32]>) {
+    if let Some(m) = mask {
+        row.iter_mut().zip(m).for_each(|(v, m)| *v += m);
+    }
+    let max = max_in_lanes(row);
+    row.iter_mut().for_each(|v| *v = fast_exp(*v - max));
+    let inv = 1.0 / sum_in_lanes(row, |v| v);
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn masked_softmax_row_avx2(row: &mut [f32], mask: Option<&[f32]>) {
+    masked_softmax_row(row, mask)
+}
+
+/// One row's softmax after adding `mask` (an attention's key mask), in place.
+pub(super) fn masked_softmax_in_place(isa: Isa, row: &mut [f32], mask: Option<&[f32]>) {
+    #[cfg(target_arch = "x86_64")]
+    if isa.avx2() {
+        // SAFETY: an `Isa` exists only for variants this CPU runs; from AVX2 up they include
+        // AVX2 and FMA.
+        return unsafe { masked_softmax_row_avx2(row, mask) };
+    }
+    let _ = isa;
+    masked_softmax_row(row, mask)
 }
 
 #[cfg(target_arch = "x86_64")]

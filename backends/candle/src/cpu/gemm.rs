@@ -9,6 +9,7 @@
 //! weights (k 576), these reach 280-305 GFLOP/s with AVX-512 and 200-210 with AVX2 (2 × 124
 //! GFLOP/s is AVX2's peak there); candle's general matmul about 200 with AVX-512.
 
+use super::epilogue::Epilogue;
 use super::kernels::Isa;
 use super::out::Out;
 
@@ -449,7 +450,8 @@ unsafe fn transpose_8x8(rows: &[&[f32]; 8], k0: usize, bp: &mut [f32], g: usize)
 
 /// Columns `n0..n1` of `C = A·rhs` for `m` rows packed in `ap` by [`pack_a`] with slices
 /// `kc` deep, written to `out` (row `i`, column `j` at `out.row(i, j - n0)`), with the AVX-512
-/// microkernel or the AVX2 one.
+/// microkernel or the AVX2 one; `epi` (its columns from `n0` on) finishes each tile after its
+/// last depth slice.
 ///
 /// # Safety
 /// The instructions of the microkernel are enabled; no other thread touches columns
@@ -462,9 +464,9 @@ unsafe fn panels_with<const AVX512: bool>(
     m: usize,
     (k, kc): (usize, usize),
     rhs: Rhs<'_>,
-    n0: usize,
-    n1: usize,
+    (n0, n1): (usize, usize),
     out: Out,
+    epi: Epilogue<'_>,
 ) {
     assert!(kc > 0 && kc <= KC_ROOM && kc.is_multiple_of(depth_align(rhs)));
     let mblocks = m.div_ceil(MR);
@@ -526,6 +528,13 @@ unsafe fn panels_with<const AVX512: bool>(
                             }
                         }
                     }
+                    if kb + 1 == kblocks && !epi.is_empty() {
+                        for i in i0..i0 + rows {
+                            // SAFETY: these rows and columns are this thread's (the contract),
+                            // all written by now, and the slice ends with this iteration.
+                            epi.apply(i, p0 - n0, unsafe { out.row(i, p0 - n0, cols) });
+                        }
+                    }
                 }
             }
         }
@@ -540,12 +549,12 @@ unsafe fn panels_avx512(
     m: usize,
     k: (usize, usize),
     rhs: Rhs<'_>,
-    n0: usize,
-    n1: usize,
+    n: (usize, usize),
     out: Out,
+    epi: Epilogue<'_>,
 ) {
     // SAFETY: AVX-512F is enabled for this function.
-    unsafe { panels_with::<true>(ap, m, k, rhs, n0, n1, out) }
+    unsafe { panels_with::<true>(ap, m, k, rhs, n, out, epi) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -556,12 +565,12 @@ unsafe fn panels_avx2(
     m: usize,
     k: (usize, usize),
     rhs: Rhs<'_>,
-    n0: usize,
-    n1: usize,
+    n: (usize, usize),
     out: Out,
+    epi: Epilogue<'_>,
 ) {
     // SAFETY: AVX2 and FMA are enabled for this function.
-    unsafe { panels_with::<false>(ap, m, k, rhs, n0, n1, out) }
+    unsafe { panels_with::<false>(ap, m, k, rhs, n, out, epi) }
 }
 
 /// [`panels_with`] with the widest kernel `isa` allows (which must be [`available`]).
@@ -576,18 +585,18 @@ unsafe fn panels(
     m: usize,
     k: (usize, usize),
     rhs: Rhs<'_>,
-    n0: usize,
-    n1: usize,
+    n: (usize, usize),
     out: Out,
+    epi: Epilogue<'_>,
 ) {
     assert!(available(isa));
     if isa.avx512() {
         // SAFETY: an `Isa` exists only for variants this CPU runs; this one has AVX-512F. The
         // columns are ours (this function's contract).
-        unsafe { panels_avx512(ap, m, k, rhs, n0, n1, out) }
+        unsafe { panels_avx512(ap, m, k, rhs, n, out, epi) }
     } else {
         // SAFETY: as above; every available variant has AVX2 and FMA.
-        unsafe { panels_avx2(ap, m, k, rhs, n0, n1, out) }
+        unsafe { panels_avx2(ap, m, k, rhs, n, out, epi) }
     }
 }
 
@@ -611,7 +620,18 @@ pub(crate) fn gemm_rows(
         let kc = slice_depth(k, depth_align(rhs));
         let ap = pack_a(a_rows, k, kc);
         // SAFETY: `c` is borrowed mutably for the call and only this thread writes it.
-        unsafe { panels(isa, &ap, a_rows.len(), (k, kc), rhs, 0, n, Out::of(c, ldc)) };
+        unsafe {
+            panels(
+                isa,
+                &ap,
+                a_rows.len(),
+                (k, kc),
+                rhs,
+                (0, n),
+                Out::of(c, ldc),
+                Epilogue::default(),
+            )
+        };
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -634,11 +654,22 @@ pub(crate) fn gemm_nt(
     c: &mut [f32],
 ) -> bool {
     assert!(c.len() >= m * n);
-    gemm_nt_out(isa, a, m, k, rhs, n, Out::of(&mut c[..m * n], n))
+    gemm_nt_out(
+        isa,
+        a,
+        m,
+        k,
+        rhs,
+        n,
+        Out::of(&mut c[..m * n], n),
+        Epilogue::default(),
+    )
 }
 
-/// [`gemm_nt`] into memory not yet initialized: when it returns `true`, every one of the first
-/// `m * n` values of `c` has been written (a result of megabytes need not be zeroed first).
+/// [`gemm_nt`] into memory not yet initialized, finished by `epi` (a residual of `m` rows `n`
+/// apart): when it returns `true`, every one of the first `m * n` values of `c` has been written
+/// (a result of megabytes need not be zeroed first).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_nt_uninit(
     isa: Isa,
     a: &[f32],
@@ -647,14 +678,38 @@ pub(crate) fn gemm_nt_uninit(
     rhs: Rhs<'_>,
     n: usize,
     c: &mut [std::mem::MaybeUninit<f32>],
+    epi: Epilogue<'_>,
 ) -> bool {
     assert!(c.len() >= m * n);
-    gemm_nt_out(isa, a, m, k, rhs, n, Out::of_uninit(&mut c[..m * n], n))
+    assert!(epi.bias.is_none_or(|b| b.len() >= n));
+    assert!(epi
+        .residual
+        .is_none_or(|(r, ld)| ld >= n && r.len() >= (m.max(1) - 1) * ld + n));
+    gemm_nt_out(
+        isa,
+        a,
+        m,
+        k,
+        rhs,
+        n,
+        Out::of_uninit(&mut c[..m * n], n),
+        epi,
+    )
 }
 
 /// [`gemm_nt`] into `out` (`[m, n]`, rows `n` apart, made from a slice still mutably borrowed).
 /// Every element is written once by the first depth slice's pass before any is read.
-fn gemm_nt_out(isa: Isa, a: &[f32], m: usize, k: usize, rhs: Rhs<'_>, n: usize, out: Out) -> bool {
+#[allow(clippy::too_many_arguments)]
+fn gemm_nt_out(
+    isa: Isa,
+    a: &[f32],
+    m: usize,
+    k: usize,
+    rhs: Rhs<'_>,
+    n: usize,
+    out: Out,
+    epi: Epilogue<'_>,
+) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         if !available(isa) {
@@ -662,11 +717,12 @@ fn gemm_nt_out(isa: Isa, a: &[f32], m: usize, k: usize, rhs: Rhs<'_>, n: usize, 
         }
         assert!(a.len() >= m * k);
         if k == 0 {
-            // No depth slice to write the result: an empty sum is zero.
-            let zeros = vec![0f32; n];
+            // No depth slice to write the result: an empty sum is zero (then the epilogue).
             for i in 0..m {
+                let mut row = vec![0f32; n];
+                epi.apply(i, 0, &mut row);
                 // SAFETY: the whole result is this call's (the caller's contract).
-                unsafe { out.write(i, 0, &zeros) };
+                unsafe { out.write(i, 0, &row) };
             }
             return true;
         }
@@ -686,13 +742,24 @@ fn gemm_nt_out(isa: Isa, a: &[f32], m: usize, k: usize, rhs: Rhs<'_>, n: usize, 
             let (n0, n1) = (p0 * NR, (p1 * NR).min(n));
             // SAFETY: thread `tid` alone writes columns `n0..n1` (the ranges split `0..n`), and
             // the result stays mutably borrowed until `execute` returns with every thread done.
-            unsafe { panels(isa, &ap, m, (k, kc), rhs, n0, n1, out.columns_from(n0)) };
+            unsafe {
+                panels(
+                    isa,
+                    &ap,
+                    m,
+                    (k, kc),
+                    rhs,
+                    (n0, n1),
+                    out.columns_from(n0),
+                    epi.columns_from(n0),
+                )
+            };
         });
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (isa, a, m, k, rhs, n, out);
+        let _ = (isa, a, m, k, rhs, n, out, epi);
         false
     }
 }
@@ -736,6 +803,7 @@ mod tests {
                 assert_eq!(c, cp, "packed and row-major weights give the same result");
                 let mut cu = Vec::with_capacity(m * n);
                 let rhs = Rhs::Packed(&packed);
+                let none = Epilogue::default();
                 assert!(gemm_nt_uninit(
                     isa,
                     &a,
@@ -743,11 +811,39 @@ mod tests {
                     k,
                     rhs,
                     n,
-                    cu.spare_capacity_mut()
+                    cu.spare_capacity_mut(),
+                    none
                 ));
                 // SAFETY: `gemm_nt_uninit` returned `true`: every value is written.
                 unsafe { cu.set_len(m * n) };
                 assert_eq!(c, cu, "a result written into fresh memory is the same");
+                // Bias, residual and GELU applied once to every finished value (the column
+                // split over threads, ragged tiles and several depth slices included): the
+                // same bits as the three ops one after the other.
+                let (bias, residual) = (values(n, 5), values(m * n, 6));
+                let epi = Epilogue {
+                    bias: Some(&bias),
+                    residual: Some((&residual, n)),
+                    activation: Some(super::super::epilogue::Activation::GeluErf),
+                };
+                let mut ce = Vec::with_capacity(m * n);
+                assert!(gemm_nt_uninit(
+                    isa,
+                    &a,
+                    m,
+                    k,
+                    rhs,
+                    n,
+                    ce.spare_capacity_mut(),
+                    epi
+                ));
+                // SAFETY: as above.
+                unsafe { ce.set_len(m * n) };
+                let mut want: Vec<f32> = (0..m * n)
+                    .map(|e| (c[e] + bias[e % n]) + residual[e])
+                    .collect();
+                super::super::activation::gelu_erf_in_place(&mut want);
+                assert_eq!(ce, want, "{isa}: m{m} n{n} k{k} with an epilogue");
                 for i in 0..m {
                     for j in 0..n {
                         let want: f64 = (0..k)

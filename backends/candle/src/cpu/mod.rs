@@ -3,6 +3,8 @@
 
 pub(crate) mod activation;
 pub(crate) mod attention;
+pub(crate) mod batched_attention;
+pub(crate) mod epilogue;
 pub(crate) mod gemm;
 pub(crate) mod gemv;
 pub(crate) mod huge_pages;
