@@ -288,9 +288,15 @@ pub(crate) fn eval(
             Some(y) => y,
             None => candle_nn::ops::rms_norm(&t(x[0])?.contiguous()?, t(x[1])?, *eps)?,
         },
-        Op::LayerNorm { eps } => {
-            candle_nn::ops::layer_norm(&t(x[0])?.contiguous()?, t(x[1])?, t(x[2])?, *eps)?
-        }
+        Op::LayerNorm { eps } => match isa
+            .any()
+            .then(|| crate::cpu::rowwise::layer_norm(isa, t(x[0])?, t(x[1])?, t(x[2])?, *eps))
+            .transpose()?
+            .flatten()
+        {
+            Some(y) => y,
+            None => candle_nn::ops::layer_norm(&t(x[0])?.contiguous()?, t(x[1])?, t(x[2])?, *eps)?,
+        },
         Op::Rope { interleaved } => {
             let (a, c, s) = (t(x[0])?, t(x[1])?, t(x[2])?);
             match isa
