@@ -120,15 +120,10 @@ fn epilogue<'v>(
                 .map(|&(r, o)| (&r[o..o + rows * n], n)),
             activation: plan.activation,
         };
-        // The result is megabytes: written once, never zeroed first.
-        let mut y = Vec::with_capacity(rows * n);
         let rhs = crate::cpu::gemm::Rhs::Packed(w);
-        if !crate::cpu::gemm::gemm_nt_uninit(isa, x, rows, k, rhs, n, y.spare_capacity_mut(), epi) {
-            candle_core::bail!("no matrix product for the {isa} kernels")
-        }
-        // SAFETY: `gemm_nt_uninit` returned `true`: it wrote all `rows * n` values.
-        unsafe { y.set_len(rows * n) };
-        Ok(y)
+        crate::cpu::gemm::gemm_nt_new(isa, x, (rows, k), rhs, n, epi).ok_or_else(|| {
+            candle_core::Error::Msg(format!("no matrix product for the {isa} kernels"))
+        })
     })?;
     Ok(Some(Tensor::from_vec(y, out, a.device())?))
 }

@@ -529,24 +529,13 @@ fn packed_matmul(
             crate::cpu::gemv::gemv_packed(x, w, &mut y, isa);
             return Ok(y);
         }
-        // A prompt's result is megabytes: written once, never zeroed first.
-        let mut y = Vec::with_capacity(rows * n);
         let rhs = crate::cpu::gemm::Rhs::Packed(w);
-        if !crate::cpu::gemm::gemm_nt_uninit(
-            isa,
-            x,
-            rows,
-            k,
-            rhs,
-            n,
-            y.spare_capacity_mut(),
-            Default::default(),
-        ) {
-            candle_core::bail!("packed weights need the {isa} kernels to have a matrix product")
+        match crate::cpu::gemm::gemm_nt_new(isa, x, (rows, k), rhs, n, Default::default()) {
+            Some(y) => Ok(y),
+            None => {
+                candle_core::bail!("packed weights need the {isa} kernels to have a matrix product")
+            }
         }
-        // SAFETY: `gemm_nt_uninit` returned `true`: it wrote all `rows * n` values.
-        unsafe { y.set_len(rows * n) };
-        Ok(y)
     })?;
     Tensor::from_vec(y, out, a.device())
 }

@@ -3,7 +3,7 @@
 //! `erf` per element), split over candle's CPU worker threads for large buffers.
 
 use super::kernels::Isa;
-use super::math::{fast_exp, max_in_lanes, sum_in_lanes};
+use super::math::{fast_exp, softmax_in_place};
 use candle_core::{DType, Result, Tensor};
 
 #[inline(always)]
@@ -70,32 +70,23 @@ pub(super) fn gelu_erf_in_place(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v = gelu_erf_one(*v));
 }
 
-/// Softmax of every `n`-long row of `x` into `y`: maximum and sum in eight running lanes, the
-/// exponentials in a pass of their own, so every loop vectorizes (one running sum kept each
-/// exponential scalar: 2.2 ns per value on an encoder's attention scores).
+/// Softmax of every `n`-long row of `x` into `y` ([`softmax_in_place`] on a copy).
 #[inline(always)]
 fn softmax_rows(x: &[f32], y: &mut [f32], n: usize) {
     for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
-        let max = max_in_lanes(xr);
-        for (o, &v) in yr.iter_mut().zip(xr) {
-            *o = fast_exp(v - max);
-        }
-        let inv = 1.0 / sum_in_lanes(yr, |v| v);
-        yr.iter_mut().for_each(|o| *o *= inv);
+        yr.copy_from_slice(xr);
+        softmax_in_place(yr);
     }
 }
 
-/// `mask` added to `row` (when given), then the softmax of [`softmax_rows`] in place (the same
-/// bits as the add and the softmax one after the other).
+/// `mask` added to `row` (when given), then [`softmax_in_place`] (the same bits as the add and
+/// the softmax one after the other).
 #[inline(always)]
 fn masked_softmax_row(row: &mut [f32], mask: Option<&[f32]>) {
     if let Some(m) = mask {
         row.iter_mut().zip(m).for_each(|(v, m)| *v += m);
     }
-    let max = max_in_lanes(row);
-    row.iter_mut().for_each(|v| *v = fast_exp(*v - max));
-    let inv = 1.0 / sum_in_lanes(row, |v| v);
-    row.iter_mut().for_each(|v| *v *= inv);
+    softmax_in_place(row);
 }
 
 #[cfg(target_arch = "x86_64")]

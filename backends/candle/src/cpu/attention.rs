@@ -2,7 +2,7 @@
 //! cache in place instead of materializing scores, masks and a grouped copy of the keys.
 
 use super::kernels::Isa;
-use super::math::{fast_exp, max_in_lanes, sum_in_lanes};
+use super::math::softmax_in_place;
 use candle_core::{DType, Result, Tensor};
 use candle_nn::attention::{flash_attn, AttnMask};
 use switchyard_runtime::AttentionAttrs;
@@ -81,12 +81,7 @@ fn softmax_row(row: &mut [f32], lo: usize, hi: usize, scale: f32, softcap: Optio
             .for_each(|v| *v = cap * (*v * scale / cap).tanh()),
         None => live.iter_mut().for_each(|v| *v *= scale),
     }
-    // Maximum and sum in eight running lanes, the exponentials in a pass of their own: loops
-    // the compiler vectorizes (one running sum would fix the order of every addition).
-    let max = max_in_lanes(live);
-    live.iter_mut().for_each(|v| *v = fast_exp(*v - max));
-    let inv = 1.0 / sum_in_lanes(live, |v| v);
-    live.iter_mut().for_each(|v| *v *= inv);
+    softmax_in_place(live);
 }
 
 #[cfg(target_arch = "x86_64")]

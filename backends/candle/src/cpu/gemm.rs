@@ -669,35 +669,29 @@ pub(crate) fn gemm_nt(
     )
 }
 
-/// [`gemm_nt`] into memory not yet initialized, finished by `epi` (a residual of `m` rows `n`
-/// apart): when it returns `true`, every one of the first `m * n` values of `c` has been written
-/// (a result of megabytes need not be zeroed first).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_nt_uninit(
+/// [`gemm_nt`] into a new vector, finished by `epi` (a residual of `m` rows `n` apart); `None`
+/// when `isa` has no kernel ([`available`]). The result is written once into fresh memory: a
+/// result of megabytes is never zeroed first.
+pub(crate) fn gemm_nt_new(
     isa: Isa,
     a: &[f32],
-    m: usize,
-    k: usize,
+    (m, k): (usize, usize),
     rhs: Rhs<'_>,
     n: usize,
-    c: &mut [std::mem::MaybeUninit<f32>],
     epi: Epilogue<'_>,
-) -> bool {
-    assert!(c.len() >= m * n);
+) -> Option<Vec<f32>> {
     assert!(epi.bias.is_none_or(|b| b.len() >= n));
     assert!(epi
         .residual
         .is_none_or(|(r, ld)| ld >= n && r.len() >= (m.max(1) - 1) * ld + n));
-    gemm_nt_out(
-        isa,
-        a,
-        m,
-        k,
-        rhs,
-        n,
-        Out::of_uninit(&mut c[..m * n], n),
-        epi,
-    )
+    let mut c = Vec::with_capacity(m * n);
+    let out = Out::of_uninit(&mut c.spare_capacity_mut()[..m * n], n);
+    if !gemm_nt_out(isa, a, m, k, rhs, n, out, epi) {
+        return None;
+    }
+    // SAFETY: `gemm_nt_out` returned `true`: every one of the `m * n` values has been written.
+    unsafe { c.set_len(m * n) };
+    Some(c)
 }
 
 /// [`gemm_nt`] into `out` (`[m, n]`, rows `n` apart, made from a slice still mutably borrowed).
@@ -804,22 +798,13 @@ mod tests {
                 let mut cp = vec![f32::NAN; m * n];
                 assert!(gemm_nt(isa, &a, m, k, Rhs::Packed(&packed), n, &mut cp));
                 assert_eq!(c, cp, "packed and row-major weights give the same result");
-                let mut cu = Vec::with_capacity(m * n);
                 let rhs = Rhs::Packed(&packed);
-                let none = Epilogue::default();
-                assert!(gemm_nt_uninit(
-                    isa,
-                    &a,
-                    m,
-                    k,
-                    rhs,
-                    n,
-                    cu.spare_capacity_mut(),
-                    none
-                ));
-                // SAFETY: `gemm_nt_uninit` returned `true`: every value is written.
-                unsafe { cu.set_len(m * n) };
-                assert_eq!(c, cu, "a result written into fresh memory is the same");
+                let cu = gemm_nt_new(isa, &a, (m, k), rhs, n, Epilogue::default());
+                assert_eq!(
+                    Some(&c),
+                    cu.as_ref(),
+                    "a result written into fresh memory is the same"
+                );
                 // Bias, residual and GELU applied once to every finished value (the column
                 // split over threads, ragged tiles and several depth slices included): the
                 // same bits as the three ops one after the other.
@@ -829,19 +814,7 @@ mod tests {
                     residual: Some((&residual, n)),
                     activation: Some(super::super::epilogue::Activation::GeluErf),
                 };
-                let mut ce = Vec::with_capacity(m * n);
-                assert!(gemm_nt_uninit(
-                    isa,
-                    &a,
-                    m,
-                    k,
-                    rhs,
-                    n,
-                    ce.spare_capacity_mut(),
-                    epi
-                ));
-                // SAFETY: as above.
-                unsafe { ce.set_len(m * n) };
+                let ce = gemm_nt_new(isa, &a, (m, k), rhs, n, epi).expect("a kernel");
                 let mut want: Vec<f32> = (0..m * n)
                     .map(|e| (c[e] + bias[e % n]) + residual[e])
                     .collect();
