@@ -38,7 +38,11 @@ pub(crate) fn par_parts<T: Send>(parts: Vec<T>, f: impl Fn(T) + Sync) {
 
 /// Runs `f(i, part)` for every part `i` of `out.chunks_mut(chunk)` on candle's CPU worker
 /// threads ([`par_parts`]) and returns when all are done.
-pub(crate) fn par_chunks_mut(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+pub(crate) fn par_chunks_mut<T: Send>(
+    out: &mut [T],
+    chunk: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
     let parts: Vec<_> = out.chunks_mut(chunk.max(1)).enumerate().collect();
     par_parts(parts, |(i, part)| f(i, part));
 }
