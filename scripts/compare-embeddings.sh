@@ -5,13 +5,16 @@
 # all-MiniLM-L6-v2's shape (6 layers, hidden 384, 12 heads; random weights) with the same
 # threads, BATCH texts of exactly TOKENS tokens each.
 #
-#   scripts/compare-embeddings.sh            # THREADS=2 BATCH=32 TOKENS=128 REPS=5
+#   scripts/compare-embeddings.sh            # THREADS=2 BATCH=32 TOKENS=128 REPS=3 ROUNDS=3
 #
 # What each figure covers: Switchyard's `bench` times one embedding call on token ids (upload,
 # the graph, pooling, normalization, read-back); sentence-transformers' `encode` includes its
 # (Rust) tokenizer; llama-embedding's is a run's wall time less that of a run on one two-token
 # text (so loading and start-up are excluded, its tokenization included).
-# Each engine gets one warm-up and REPS measured runs; the table gives the median and range.
+# Each engine gets one warm-up and REPS measured runs per round, the engines taking turns for
+# ROUNDS rounds, so that a slow stretch of a shared host falls on all of them rather than on
+# whichever ran then; the table gives the median and range of all runs, and the range of the
+# rounds' ratios.
 #
 # Not in CI: PyPI's torch wheel is the 6 GB CUDA build. Everything is cached outside the
 # repository: the venv (keyed by its pins), the model and its GGUF file, llama.cpp's build.
@@ -21,7 +24,8 @@ repo="$(dirname "$here")"
 THREADS="${THREADS:-2}"
 BATCH="${BATCH:-32}"
 TOKENS="${TOKENS:-128}"
-REPS="${REPS:-5}"
+REPS="${REPS:-3}"
+ROUNDS="${ROUNDS:-3}"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/switchyard"
 PINS=(torch==2.15.0 transformers==4.57.6 sentence-transformers==5.7.0)
 venv="$CACHE/st-venv-$(printf '%s\n' "${PINS[@]}" | sha256sum | cut -c1-12)"
@@ -50,7 +54,7 @@ trap 'rm -rf "$work"' EXIT
 text="$("$py" "$here/embeddings_peer.py" text "$TOKENS")"
 for _ in $(seq "$BATCH"); do echo "$text"; done > "$work/texts.txt"
 
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $THREADS threads; $BATCH texts × $TOKENS tokens; r=$REPS after 1 warm-up" >&2
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $THREADS threads; $BATCH texts × $TOKENS tokens; $ROUNDS rounds of r=$REPS after 1 warm-up" >&2
 echo "switchyard: $("$sy" devices | grep -m1 'kernels:' | xargs)" >&2
 
 # Seconds per call, one per line, for each engine.
@@ -85,25 +89,33 @@ llama_secs() {
     [ "$i" -gt 0 ] && "$py" -c "print($full - $base)"
   done
 }
-sy_secs "$model" > "$work/sy-st"
-sy_secs "$gguf" > "$work/sy-gguf"
-st_secs > "$work/st"
-llama_secs > "$work/llama"
+for r in $(seq "$ROUNDS"); do
+  sy_secs "$model" | sed "s/^/$r /" >> "$work/sy-st"
+  sy_secs "$gguf" | sed "s/^/$r /" >> "$work/sy-gguf"
+  st_secs | sed "s/^/$r /" >> "$work/st"
+  llama_secs | sed "s/^/$r /" >> "$work/llama"
+done
 "$py" - "$work" "$BATCH" "$TOKENS" <<'EOF'
 import statistics, sys
 work, batch, tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rows = [("Switchyard (safetensors directory)", "sy-st"), ("Switchyard (the GGUF file)", "sy-gguf"),
         ("sentence-transformers (PyTorch CPU)", "st"), ("llama.cpp llama-embedding (the GGUF file)", "llama")]
-seq = {}
+seq, rounds = {}, {}
 for name, f in rows:
-    secs = [float(l) for l in open(f"{work}/{f}") if l.strip()]
-    rates = sorted(batch / s for s in secs)
+    runs = [l.split() for l in open(f"{work}/{f}") if l.strip()]
+    rates = sorted(batch / float(s) for _, s in runs)
     seq[f] = (statistics.median(rates), rates[0], rates[-1])
-print("| engine | sequences/s (median, min–max) | tokens/s | Switchyard (same file) ÷ engine |")
+    for r, s in runs:
+        rounds.setdefault(f, {}).setdefault(r, []).append(batch / float(s))
+print("| engine | sequences/s (median, min–max) | tokens/s | Switchyard (same file) ÷ engine (rounds) |")
 print("|---|---:|---:|---:|")
 for name, f in rows:
     med, lo, hi = seq[f]
-    same = seq["sy-gguf"][0] if f == "llama" else seq["sy-st"][0]
-    ratio = "" if f.startswith("sy") else f"{same / med:.2f}×"
+    same = "sy-gguf" if f == "llama" else "sy-st"
+    ratio = ""
+    if not f.startswith("sy"):
+        per = sorted(statistics.median(rounds[same][r]) / statistics.median(v)
+                     for r, v in rounds[f].items())
+        ratio = f"{seq[same][0] / med:.2f}× ({per[0]:.2f}–{per[-1]:.2f})"
     print(f"| {name} | {med:.1f} ({lo:.1f}–{hi:.1f}) | {med * tokens:.0f} | {ratio} |")
 EOF
