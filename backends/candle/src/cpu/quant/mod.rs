@@ -346,6 +346,9 @@ pub(crate) mod tests {
                 // A batched decode step: tiles of four activation rows, and the remainders.
                 (21, 256, 16, true),
                 (9, 256, 6, false),
+                // Four: with AVX2, the integer prompt kernels' tiles of four rows.
+                (7, 512, 4, true),
+                (5, 256, 4, false),
                 // More rows than a skinny batch: a prompt (the integer prompt kernels'
                 // tiles of 16 activation rows, in pairs and alone, and weight rows in fours
                 // and the remainder; or the dequantized GEMM).
