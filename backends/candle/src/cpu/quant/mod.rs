@@ -126,8 +126,8 @@ fn integer_prompt(dtype: DType, isa: Isa, m: usize) -> bool {
 
 /// Most activation rows that take the row-by-row integer dot products for `dtype` with `isa` (a
 /// batched decode step: every weight row read once for all of them). More rows take the integer
-/// prompt kernels where they run for `dtype`, whose tiles of 4 or 8 (AVX2) or 16 (VNNI) rows outran
-/// the dot products from 4 rows with AVX2 and 6 with VNNI (built-in SmolLM2 q4_0 and q8_0,
+/// prompt kernels where they run for `dtype`, whose tiles of 4 or 8 (AVX2) or 16 (VNNI) rows
+/// outran the dot products from 4 rows with AVX2 and 6 with VNNI (built-in SmolLM2 q4_0 and q8_0,
 /// `switchyard bench --batch`, 2 threads); elsewhere more than [`SKINNY_ROWS`] take the
 /// dequantized GEMM, whose cost per row falls as the rows grow. `SWITCHYARD_SKINNY_ROWS`
 /// overrides it (for measuring the crossover).

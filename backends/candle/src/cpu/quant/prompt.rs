@@ -1,10 +1,11 @@
 //! Prompts (many activation rows) against the 32-value block formats in 8-bit integer
 //! arithmetic. The activation rows are quantized as for decoding ([`act`]) and laid out a tile of
 //! rows at a time (sixteen with AVX-512 VNNI, eight with AVX2, four with AVX2 for four rows or
-//! fewer): for each group of four values, the tile's rows' four bytes side by side. One `vpdpbusd` (or `vpmaddubsw` and `vpmaddwd`) then
-//! multiplies four codes of one weight row (broadcast to every lane) with the same four values of
-//! every row of the tile, one i32 lane per activation row, so a block's integer sums land one per
-//! row with no horizontal reduction and its scales apply to the whole tile in one multiply-add.
+//! fewer): for each group of four values, the tile's rows' four bytes side by side. One
+//! `vpdpbusd` (or `vpmaddubsw` and `vpmaddwd`) then multiplies four codes of one weight row
+//! (broadcast to every lane) with the same four values of every row of the tile, one i32 lane
+//! per activation row, so a block's integer sums land one per row with no horizontal reduction
+//! and its scales apply to the whole tile in one multiply-add.
 //! Each weight block is decoded once for two tiles; the weights are read in place from the GGUF
 //! layout.
 //!
