@@ -1,9 +1,12 @@
 //! Slot attention for a batched decode step on the CPU: every query row is one sequence's new
 //! token, attending over its own slot of the KV pool, read in place (f32). One call covers every
-//! row and head, split over the compute threads by head, instead of one attention call per row.
+//! row and head, split over the compute threads by (row, key/value head): the query heads that
+//! share a key/value head are computed together, so each key and value row is loaded once for
+//! all of them, and the scores of four positions are summed in independent registers (one
+//! running sum per dot product was a chain of dependent additions).
 
 use super::kernels::Isa;
-use super::math::fast_exp;
+use super::math::softmax_in_place;
 use candle_core::{DType, Result, Tensor};
 use switchyard_runtime::AttentionAttrs;
 
@@ -34,6 +37,19 @@ pub(crate) fn decode_rows(
     slots: &[i64],
     a: &AttentionAttrs,
 ) -> Result<Option<Tensor>> {
+    decode_rows_split(isa, q, (k, v), (positions, slots), a, None)
+}
+
+/// [`decode_rows`] with `heads_per_part` query heads per part (1 or the group; `None`: chosen
+/// from the work and the threads).
+fn decode_rows_split(
+    isa: Isa,
+    q: &Tensor,
+    (k, v): (&Tensor, &Tensor),
+    (positions, slots): (&[i64], &[i64]),
+    a: &AttentionAttrs,
+    heads_per_part: Option<usize>,
+) -> Result<Option<Tensor>> {
     if q.dtype() != DType::F32
         || k.dtype() != DType::F32
         || v.dtype() != DType::F32
@@ -50,7 +66,10 @@ pub(crate) fn decode_rows(
     }
     let group = hq / hkv;
     let q = q.contiguous()?;
-    let mut out = vec![0f32; hq * t * dv];
+    // Row-major by token (`[T, Hq, Dv]`), so a part's heads are one contiguous piece; the
+    // result is returned as the `[1, Hq, T, Dv]` view of it that the graph's next transpose
+    // undoes without a copy.
+    let mut out = vec![0f32; t * hq * dv];
     {
         let (qs, ql) = q.storage_and_layout();
         let (kst, kl) = k.storage_and_layout();
@@ -84,14 +103,31 @@ pub(crate) fn decode_rows(
             tk,
             a,
         };
-        super::par_chunks_mut(&mut out, t * dv, |h, chunk| {
-            head(isa, &rows, h, h / group, chunk)
+        // A part is one row's query heads of one key/value head; with too few of those to
+        // keep the threads busy (a step of one or two rows), one head per part.
+        let per = heads_per_part.unwrap_or(if t * hkv >= 4 * super::worker_threads() {
+            group
+        } else {
+            1
+        });
+        let parts: Vec<(usize, usize, &mut [f32])> = out
+            .chunks_mut(hq * dv)
+            .enumerate()
+            .flat_map(|(ti, row)| {
+                row.chunks_mut(per * dv)
+                    .enumerate()
+                    .map(move |(i, o)| (ti, i * per, o))
+            })
+            .collect();
+        super::par_parts(parts, |(ti, h0, o)| {
+            heads(isa, &rows, ti, h0, h0 / group, o)
         });
     }
-    Ok(Some(Tensor::from_vec(out, (1, hq, t, dv), q.device())?))
+    let out = Tensor::from_vec(out, (1, t, hq, dv), q.device())?;
+    Ok(Some(out.transpose(1, 2)?))
 }
 
-/// What every head's rows read.
+/// What every part reads.
 struct Rows<'a> {
     q: &'a [f32],
     k: &'a PoolView<'a>,
@@ -105,85 +141,376 @@ struct Rows<'a> {
     a: &'a AttentionAttrs,
 }
 
-fn head(isa: Isa, rows: &Rows<'_>, h: usize, kv_head: usize, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if isa.avx2() {
-        // SAFETY: an `Isa` exists only for variants this CPU runs; from AVX2 up they include
-        // AVX2 and FMA.
-        unsafe { head_avx2(rows, h, kv_head, out) };
-        return;
-    }
-    let _ = isa;
-    head_generic(rows, h, kv_head, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn head_avx2(rows: &Rows<'_>, h: usize, kv_head: usize, out: &mut [f32]) {
-    head_generic(rows, h, kv_head, out)
-}
-
-/// `Σ x·y` in eight independent lanes (so it vectorizes), then the lanes and the tail.
-#[inline(always)]
-fn dot(x: &[f32], y: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
-    let tail: f32 = xc
-        .remainder()
-        .iter()
-        .zip(yc.remainder())
-        .map(|(a, b)| a * b)
-        .sum();
-    for (a, b) in xc.zip(yc) {
-        for i in 0..8 {
-            lanes[i] += a[i] * b[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
-/// Every row of query head `h` (its key/value head `kv_head`) into `out` (`[T, Dv]`).
-#[inline(always)]
-fn head_generic(rows: &Rows<'_>, h: usize, kv_head: usize, out: &mut [f32]) {
-    let (a, d, dv) = (rows.a, rows.d, rows.dv);
-    let mut scores = Vec::with_capacity(rows.tk);
-    for ti in 0..rows.t {
-        let (p, slot) = (rows.positions[ti], rows.slots[ti] as usize);
-        let hi = if a.causal {
-            ((p.max(0) as usize) + 1).min(rows.tk)
+impl Rows<'_> {
+    /// The key positions row `ti` sees: up to its own (causal), within the window.
+    fn range(&self, ti: usize) -> (usize, usize) {
+        let p = self.positions[ti];
+        let hi = if self.a.causal {
+            ((p.max(0) as usize) + 1).min(self.tk)
         } else {
-            rows.tk
+            self.tk
         };
-        let lo = match a.window {
+        let lo = match self.a.window {
             Some(w) => (p - w as i64 + 1).clamp(0, hi as i64) as usize,
             None => 0,
         };
-        let qrow = &rows.q[(h * rows.t + ti) * d..(h * rows.t + ti + 1) * d];
-        scores.clear();
-        for j in lo..hi {
+        (lo, hi)
+    }
+
+    /// Query row `ti` of head `h`.
+    fn query(&self, ti: usize, h: usize) -> &[f32] {
+        let at = (h * self.t + ti) * self.d;
+        &self.q[at..at + self.d]
+    }
+}
+
+/// Row `ti`'s heads `h0..` (as many as `out` holds, `[n, Dv]`; all on `kv_head`) into `out`.
+fn heads(isa: Isa, rows: &Rows<'_>, ti: usize, h0: usize, kv_head: usize, out: &mut [f32]) {
+    let (lo, hi) = rows.range(ti);
+    let n = hi - lo;
+    let nh = out.len() / rows.dv;
+    if n == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let mut scores = vec![0f32; nh * n];
+    #[cfg(target_arch = "x86_64")]
+    if isa.avx2() && rows.d.is_multiple_of(8) && rows.dv.is_multiple_of(8) {
+        // SAFETY: an `Isa` exists only for variants this CPU runs; from AVX2 up they include
+        // AVX2 and FMA. Head and value widths are whole vectors, as the kernels need.
+        unsafe { heads_avx2(rows, ti, h0, kv_head, &mut scores, out) };
+        return;
+    }
+    let _ = isa;
+    heads_generic(rows, ti, h0, kv_head, &mut scores, out)
+}
+
+/// The scores (scaled, soft-capped), then each head's softmax: shared by both kernels.
+#[inline(always)]
+fn finish_scores(a: &AttentionAttrs, scores: &mut [f32], n: usize) {
+    if let Some(cap) = a.softcap {
+        scores.iter_mut().for_each(|s| *s = cap * (*s / cap).tanh());
+    }
+    for row in scores.chunks_exact_mut(n) {
+        softmax_in_place(row);
+    }
+}
+
+/// Plain loops for CPUs without AVX2 and widths that are not whole vectors.
+fn heads_generic(
+    rows: &Rows<'_>,
+    ti: usize,
+    h0: usize,
+    kv_head: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let (a, d, dv) = (rows.a, rows.d, rows.dv);
+    let (lo, hi) = rows.range(ti);
+    let (n, slot) = (hi - lo, rows.slots[ti] as usize);
+    for (i, s) in scores.chunks_exact_mut(n).enumerate() {
+        let qrow = rows.query(ti, h0 + i);
+        for (j, sj) in (lo..hi).zip(s.iter_mut()) {
             let krow = rows.k.row(slot, j, kv_head, d);
-            let s = dot(qrow, krow) * a.scale;
-            scores.push(match a.softcap {
-                Some(cap) => cap * (s / cap).tanh(),
-                None => s,
-            });
+            *sj = qrow.iter().zip(krow).map(|(x, y)| x * y).sum::<f32>() * a.scale;
         }
-        let o = &mut out[ti * dv..(ti + 1) * dv];
+    }
+    finish_scores(a, scores, n);
+    for (o, w) in out.chunks_exact_mut(dv).zip(scores.chunks_exact(n)) {
         o.fill(0.0);
-        if scores.is_empty() {
-            continue;
-        }
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for s in scores.iter_mut() {
-            *s = fast_exp(*s - max);
-            sum += *s;
-        }
-        for (j, &w) in (lo..hi).zip(&scores) {
+        for (j, &wj) in (lo..hi).zip(w) {
             let vrow = rows.v.row(slot, j, kv_head, dv);
-            o.iter_mut().zip(vrow).for_each(|(acc, x)| *acc += w * x);
+            o.iter_mut().zip(vrow).for_each(|(acc, x)| *acc += wj * x);
         }
-        let inv = 1.0 / sum;
-        o.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Row `ti`'s heads against their key/value head: the scores in groups of up to three heads ×
+/// four positions (twelve accumulators, the key rows loaded once per group), the softmax, then
+/// the values in groups of up to three heads × 32 (or 8) columns, each value row loaded once
+/// per group.
+///
+/// # Safety
+/// AVX2 and FMA are enabled; `d` and `dv` are multiples of 8.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn heads_avx2(
+    rows: &Rows<'_>,
+    ti: usize,
+    h0: usize,
+    kv_head: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let (d, dv) = (rows.d, rows.dv);
+    let (lo, hi) = rows.range(ti);
+    let (n, slot) = (hi - lo, rows.slots[ti] as usize);
+    let nh = out.len() / dv;
+    let krow = |j: usize| rows.k.row(slot, j, kv_head, d).as_ptr();
+    let mut h = 0;
+    while h < nh {
+        let take = (nh - h).min(3);
+        let q: [*const f32; 3] =
+            std::array::from_fn(|i| rows.query(ti, h0 + h + i.min(take - 1)).as_ptr());
+        let s = &mut scores[h * n..(h + take) * n];
+        // AVX2 and FMA are enabled here; the pointers are rows of `d` values (a multiple of 8).
+        match take {
+            3 => scores_avx2::<3>(q, &krow, d, lo, n, rows.a.scale, s),
+            2 => scores_avx2::<2>(q, &krow, d, lo, n, rows.a.scale, s),
+            _ => scores_avx2::<1>(q, &krow, d, lo, n, rows.a.scale, s),
+        }
+        h += take;
+    }
+    finish_scores(rows.a, scores, n);
+    let vrow = |j: usize| rows.v.row(slot, j, kv_head, dv).as_ptr();
+    let mut h = 0;
+    while h < nh {
+        let take = (nh - h).min(3);
+        let w = &scores[h * n..(h + take) * n];
+        let o = &mut out[h * dv..(h + take) * dv];
+        // AVX2 and FMA are enabled here; value rows hold `dv` values (a multiple of 8), `o`
+        // holds `take` rows of them.
+        let mut c = 0;
+        while c + 32 <= dv {
+            match take {
+                3 => values_avx2::<3, 4>(w, &vrow, lo, n, c, dv, o),
+                2 => values_avx2::<2, 4>(w, &vrow, lo, n, c, dv, o),
+                _ => values_avx2::<1, 4>(w, &vrow, lo, n, c, dv, o),
+            }
+            c += 32;
+        }
+        while c < dv {
+            match take {
+                3 => values_avx2::<3, 1>(w, &vrow, lo, n, c, dv, o),
+                2 => values_avx2::<2, 1>(w, &vrow, lo, n, c, dv, o),
+                _ => values_avx2::<1, 1>(w, &vrow, lo, n, c, dv, o),
+            }
+            c += 8;
+        }
+        h += take;
+    }
+}
+
+/// Sum of each of four vectors, as one vector of four.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn hsum4(a: [__m256; 4]) -> __m128 {
+    let h01 = _mm256_hadd_ps(a[0], a[1]);
+    let h23 = _mm256_hadd_ps(a[2], a[3]);
+    let h = _mm256_hadd_ps(h01, h23);
+    _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h))
+}
+
+/// `s[i][j] = scale · q[i]·k(lo + j)` for `H` heads and `n` positions (`s` is `[H, n]`).
+///
+/// # Safety
+/// AVX2 and FMA are enabled; `q` and every `k(j)` point at `d` values, `d` a multiple of 8.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn scores_avx2<const H: usize>(
+    q: [*const f32; 3],
+    k: &impl Fn(usize) -> *const f32,
+    d: usize,
+    lo: usize,
+    n: usize,
+    scale: f32,
+    s: &mut [f32],
+) {
+    let sv = _mm_set1_ps(scale);
+    let mut j = 0;
+    while j + 4 <= n {
+        let kp: [*const f32; 4] = std::array::from_fn(|p| k(lo + j + p));
+        let mut acc = [[_mm256_setzero_ps(); 4]; H];
+        for e in (0..d).step_by(8) {
+            let kv: [__m256; 4] = std::array::from_fn(|p| _mm256_loadu_ps(kp[p].add(e)));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let qv = _mm256_loadu_ps(q[i].add(e));
+                for p in 0..4 {
+                    acc[p] = _mm256_fmadd_ps(qv, kv[p], acc[p]);
+                }
+            }
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            _mm_storeu_ps(s.as_mut_ptr().add(i * n + j), _mm_mul_ps(hsum4(*acc), sv));
+        }
+        j += 4;
+    }
+    while j < n {
+        let kp = k(lo + j);
+        let mut acc = [_mm256_setzero_ps(); H];
+        for e in (0..d).step_by(8) {
+            let kv = _mm256_loadu_ps(kp.add(e));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_fmadd_ps(_mm256_loadu_ps(q[i].add(e)), kv, *acc);
+            }
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            let v = hsum4([
+                *acc,
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+            ]);
+            s[i * n + j] = _mm_cvtss_f32(v) * scale;
+        }
+        j += 1;
+    }
+}
+
+/// `o[i][c..c + 8W] = Σ_j w[i][j] · v(lo + j)[c..c + 8W]` for `H` heads (`o` is `[H, dv]`).
+///
+/// # Safety
+/// AVX2 and FMA are enabled; every `v(j)` points at `dv ≥ c + 8W` values.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn values_avx2<const H: usize, const W: usize>(
+    w: &[f32],
+    v: &impl Fn(usize) -> *const f32,
+    lo: usize,
+    n: usize,
+    c: usize,
+    dv: usize,
+    o: &mut [f32],
+) {
+    let mut acc = [[_mm256_setzero_ps(); W]; H];
+    for j in 0..n {
+        let vp = v(lo + j).add(c);
+        let vv: [__m256; W] = std::array::from_fn(|x| _mm256_loadu_ps(vp.add(8 * x)));
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let wj = _mm256_set1_ps(*w.get_unchecked(i * n + j));
+            for x in 0..W {
+                acc[x] = _mm256_fmadd_ps(wj, vv[x], acc[x]);
+            }
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        for (x, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(o.as_mut_ptr().add(i * dv + c + 8 * x), *a);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 7 + seed) * 37 % 101) as f32 - 50.0) / 40.0)
+            .collect()
+    }
+
+    /// Rows in different slots at different positions, grouped heads, against a plain f64
+    /// loop: head widths that take the vector kernels (64; values 40 = 32 + 8) and one that
+    /// does not (12), key counts that leave 0-3 positions past the groups of four, a window
+    /// and a soft-cap, and steps of 1 and 9 rows (one head per part, then grouped parts).
+    #[test]
+    fn matches_a_plain_loop() {
+        let cases = [
+            (64, 40, 3, 2, AttentionAttrs::causal(0.125)),
+            (
+                12,
+                12,
+                2,
+                2,
+                AttentionAttrs {
+                    scale: 0.3,
+                    causal: true,
+                    window: Some(5),
+                    softcap: Some(2.0),
+                },
+            ),
+            (
+                16,
+                8,
+                1,
+                4,
+                AttentionAttrs {
+                    scale: 0.25,
+                    causal: true,
+                    window: Some(3),
+                    softcap: None,
+                },
+            ),
+        ];
+        let (pool, tk) = (4, 11);
+        for (d, dv, hkv, group, attrs) in cases {
+            let hq = hkv * group;
+            let k = values(pool * tk * hkv * d, 2);
+            let v = values(pool * tk * hkv * dv, 3);
+            let kt = Tensor::from_vec(k.clone(), (pool, tk, hkv, d), &Device::Cpu).unwrap();
+            let vt = Tensor::from_vec(v.clone(), (pool, tk, hkv, dv), &Device::Cpu).unwrap();
+            for (positions, slots) in [
+                (vec![6i64], vec![2i64]),
+                (
+                    vec![0, 3, 4, 5, 6, 7, 8, 9, 10],
+                    vec![3, 0, 1, 2, 0, 1, 2, 3, 1],
+                ),
+            ] {
+                let t = positions.len();
+                let qv = values(hq * t * d, 1);
+                let qt = Tensor::from_vec(qv.clone(), (1, hq, t, d), &Device::Cpu).unwrap();
+                let splits = [None, Some(1), Some(group)];
+                for (isa, per) in Isa::all_here()
+                    .into_iter()
+                    .filter(|i| i.any())
+                    .flat_map(|i| splits.map(|p| (i, p)))
+                {
+                    let (kv, rows) = ((&kt, &vt), (&positions[..], &slots[..]));
+                    let out = decode_rows_split(isa, &qt, kv, rows, &attrs, per)
+                        .unwrap()
+                        .expect("f32 operands on the CPU");
+                    let out: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();
+                    for h in 0..hq {
+                        let kvh = h / group;
+                        for ti in 0..t {
+                            let (p, s) = (positions[ti] as usize, slots[ti] as usize);
+                            let lo = attrs.window.map_or(0, |w| (p + 1).saturating_sub(w));
+                            let sc: Vec<f64> = (lo..=p)
+                                .map(|j| {
+                                    let dot: f64 = (0..d)
+                                        .map(|e| {
+                                            qv[(h * t + ti) * d + e] as f64
+                                                * k[((s * tk + j) * hkv + kvh) * d + e] as f64
+                                        })
+                                        .sum();
+                                    let x = dot * attrs.scale as f64;
+                                    attrs
+                                        .softcap
+                                        .map_or(x, |c| c as f64 * (x / c as f64).tanh())
+                                })
+                                .collect();
+                            let max = sc.iter().copied().fold(f64::MIN, f64::max);
+                            let w: Vec<f64> = sc.iter().map(|x| (x - max).exp()).collect();
+                            let z: f64 = w.iter().sum();
+                            for e in 0..dv {
+                                let want: f64 = (lo..=p)
+                                    .map(|j| {
+                                        w[j - lo] / z
+                                            * v[((s * tk + j) * hkv + kvh) * dv + e] as f64
+                                    })
+                                    .sum();
+                                let got = out[(h * t + ti) * dv + e] as f64;
+                                // Inputs within ±1.25: a score summed in 8 lanes then a
+                                // tree is within (d/8 + 3)·2⁻²⁴·Σ|q·k|·scale ≤ 8e-6 here
+                                // (d 64: Σ|q·k| ≤ 100, scale 0.125), fast_exp adds 2e-7. A
+                                // weight of the softmax moves by at most twice its scores'
+                                // error, relatively, so an output (a weighted mean of values
+                                // of at most 1.25) by at most 2·8.2e-6·1.25 ≈ 2.1e-5, plus
+                                // the value sums' own rounding (~1e-6): bound 4e-5.
+                                assert!(
+                                    (got - want).abs() < 4e-5,
+                                    "{isa} {per:?}: d {d} h {h} row {ti} col {e}: {got} vs {want}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
