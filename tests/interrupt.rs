@@ -104,8 +104,10 @@ fn ctrl_c_during_generate_flushes_the_text_and_exits_130() {
     assert!(generated > 0 && generated < 60000, "{stderr}");
 }
 
-#[test]
-fn ctrl_c_during_bench_writes_the_partial_report_whole_and_exits_130() {
+/// Starts the benchmark, sends Ctrl-C after `after`, and checks what holds however far it got:
+/// exit code 130, a whole JSON report marked interrupted, no temporary file left. Returns how
+/// many samples the first test's result kept (`None`: stopped before its first repetition).
+fn interrupted_bench(after: Duration) -> Option<usize> {
     let d = tempfile::tempdir().unwrap();
     let model = long_context_model(d.path());
     let out = d.path().join("report.json");
@@ -121,7 +123,7 @@ fn ctrl_c_during_bench_writes_the_partial_report_whole_and_exits_130() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(after);
     sigint(&child);
     let code = wait(&mut child, Duration::from_secs(30));
     let mut stderr = String::new();
@@ -135,11 +137,6 @@ fn ctrl_c_during_bench_writes_the_partial_report_whole_and_exits_130() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).expect("a whole JSON file");
     assert_eq!(report["interrupted"], true);
-    let samples = report["devices"][0]["results"][0]["samples"]
-        .as_array()
-        .unwrap()
-        .len();
-    assert!(samples > 0 && samples < 100000, "{samples} samples");
     let leftovers = std::fs::read_dir(d.path())
         .unwrap()
         .filter(|e| {
@@ -149,4 +146,22 @@ fn ctrl_c_during_bench_writes_the_partial_report_whole_and_exits_130() {
         })
         .count();
     assert_eq!(leftovers, 0, "no temporary file left behind");
+    let results = report["devices"][0]["results"].as_array()?;
+    let samples = results.first()?["samples"].as_array().unwrap().len();
+    Some(samples)
+}
+
+#[test]
+fn ctrl_c_during_bench_writes_the_partial_report_whole_and_exits_130() {
+    // A Ctrl-C that lands before the first repetition is measured (the model still loading on a
+    // busy machine) rightly leaves no result; then the stop is tried again later, up to 30 s
+    // after the start. Each try checks the exit code, the whole file and the cleanup.
+    for after in [3, 10, 30] {
+        if let Some(samples) = interrupted_bench(Duration::from_secs(after)) {
+            assert!(samples > 0 && samples < 100000, "{samples} samples");
+            return;
+        }
+        eprintln!("Ctrl-C after {after} s came before the first measured repetition; again later");
+    }
+    panic!("no repetition of pp16 was measured within 30 s of the start");
 }
