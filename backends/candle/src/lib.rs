@@ -32,6 +32,7 @@ mod device;
 mod executable;
 mod fused;
 mod fusion;
+mod i32_on_host;
 mod ops;
 pub mod profile;
 

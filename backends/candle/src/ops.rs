@@ -37,6 +37,7 @@ fn ints(b: &CandleBuffer) -> Result<std::borrow::Cow<'_, [i64]>> {
         other => Ok(std::borrow::Cow::Owned({
             crate::profile::count_host_read();
             t(other)?
+                .to_device(&CDevice::Cpu)?
                 .to_dtype(CDType::I64)?
                 .flatten_all()?
                 .to_vec1::<i64>()?
@@ -99,6 +100,9 @@ pub(crate) fn eval(
     dev: &CDevice,
     isa: Isa,
 ) -> std::result::Result<CandleBuffer, EvalError> {
+    if !dev.is_cpu() && crate::i32_on_host::needed(op, x, dtype) {
+        return crate::i32_on_host::eval(op, x, out, dtype, dev);
+    }
     let r = match op {
         Op::Parameter { .. } | Op::Constant { .. } => {
             unreachable!("parameters and constants are bound before evaluation")
@@ -115,10 +119,17 @@ pub(crate) fn eval(
             }
             match x[0] {
                 CandleBuffer::Tensor(table) | CandleBuffer::Indices { tensor: table, .. } => {
-                    let flat = ids.flatten_all()?.to_dtype(CDType::U32)?;
+                    // The ids from their host values (checked above): candle's CUDA kernels
+                    // have no i32 casts.
+                    let flat: Vec<u32> = idv.iter().map(|&i| i as u32).collect();
+                    let flat = Tensor::from_vec(flat, idv.len(), dev)?;
                     table.index_select(&flat, 0)?.reshape(out)?
                 }
-                CandleBuffer::Quantized { tensor, .. } => tensor.embedding(ids)?.reshape(out)?,
+                CandleBuffer::Quantized { tensor, .. } => {
+                    let flat: Vec<u32> = idv.iter().map(|&i| i as u32).collect();
+                    let flat = Tensor::from_vec(flat, ids.dims(), dev)?;
+                    tensor.embedding(&flat)?.reshape(out)?
+                }
                 CandleBuffer::Packed(p) => {
                     let k = p.k();
                     let mut rows = vec![0f32; idv.len() * k];
@@ -366,12 +377,12 @@ pub(crate) fn eval(
         Op::Attention(attrs) => {
             // Query positions on the host: kept from the upload (no read back on a GPU).
             let positions = ints(x[3])?;
-            let (q, k, v, q_pos) = (t(x[0])?, t(x[1])?, t(x[2])?, t(x[3])?);
-            attention(q, k, v, q_pos, &positions, attrs, dev, isa)?
+            let (q, k, v) = (t(x[0])?, t(x[1])?, t(x[2])?);
+            attention(q, k, v, &positions, attrs, dev, isa)?
         }
         Op::SlotAttention(attrs) => {
             let (positions, slots) = (ints(x[3])?, ints(x[4])?);
-            let (q, k, v, q_pos) = (t(x[0])?, t(x[1])?, t(x[2])?, t(x[3])?);
+            let (q, k, v) = (t(x[0])?, t(x[1])?, t(x[2])?);
             let pool = k.dim(0)?;
             if let Some(bad) = slots.iter().find(|&&s| s < 0 || s as usize >= pool) {
                 return Err(EvalError::Invalid(format!(
@@ -407,7 +418,6 @@ pub(crate) fn eval(
                     &q.narrow(2, t0, t1 - t0)?,
                     &view(k)?,
                     &view(v)?,
-                    &q_pos.narrow(0, t0, t1 - t0)?,
                     &positions[t0..t1],
                     attrs,
                     dev,
@@ -669,13 +679,11 @@ fn cpu_matmul_nt(
 
 /// Attention as candle calls, following the IR's decomposition: grouped heads by reshaping q,
 /// scores, soft-cap, position masks, softmax, weighted sum of v. `positions` are the query
-/// positions (the values of `q_pos`), known on the host.
-#[allow(clippy::too_many_arguments)]
+/// positions, known on the host.
 fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    q_pos: &Tensor,
     positions: &[i64],
     a: &AttentionAttrs,
     dev: &CDevice,
@@ -704,10 +712,13 @@ fn attention(
     let dv = v.dim(3)?;
     let g = hq / hkv;
     let q = q.contiguous()?.reshape((b, hkv, g * tq, d))?;
+    // candle's CUDA matmul takes only contiguous operands (a transposed view of one included);
+    // a slot's keys and values are permuted views of the pool.
+    let (k, v) = (k.contiguous()?, v.contiguous()?);
     let raw = q.matmul(&k.t()?)?;
     if isa.any() {
         if let Some(probs) = crate::cpu::attention::masked_softmax(isa, &raw, tq, positions, a)? {
-            return probs.matmul(v)?.reshape((b, hq, tq, dv));
+            return probs.matmul(&v)?.reshape((b, hq, tq, dv));
         }
     }
     let mut scores = raw.affine(a.scale as f64, 0.0)?;
@@ -723,7 +734,8 @@ fn attention(
         && (!a.causal || positions[0] + 1 >= tk as i64)
         && a.window.is_none_or(|w| w as i64 > positions[0]);
     if (a.causal || a.window.is_some()) && !sees_all {
-        let qp = q_pos.to_dtype(CDType::F32)?.reshape((tq, 1))?;
+        let qp: Vec<f32> = positions.iter().map(|&p| p as f32).collect();
+        let qp = Tensor::from_vec(qp, (tq, 1), dev)?;
         let kp = Tensor::arange(0u32, tk as u32, dev)?
             .to_dtype(CDType::F32)?
             .reshape((1, tk))?;
@@ -748,5 +760,5 @@ fn attention(
             .reshape((b, hkv, g * tq, tk))?;
     }
     let probs = candle_nn::ops::softmax_last_dim(&scores.contiguous()?)?;
-    probs.matmul(v)?.reshape((b, hq, tq, dv))
+    probs.matmul(&v)?.reshape((b, hq, tq, dv))
 }
