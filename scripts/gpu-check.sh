@@ -8,7 +8,7 @@
 # There (repo root): scripts/gpu-check.sh
 #     1. checks the binary's CUDA libraries with ldd, adding what the machine has (the CUDA
 #        toolkit, or the pip packages behind PyTorch) to LD_LIBRARY_PATH;
-#     2. the conformance suite on cuda:0;
+#     2. the conformance suite on cuda:0, with each quantized-matmul variant;
 #     3. parity with the Hugging Face goldens of every fixture architecture: f32 (tokens identical,
 #        logits within 1e-4) and bf16 (logits within 10 % of the largest |logit|, the same
 #        tolerance as the CPU's bf16 test; matching greedy tokens reported);
@@ -107,7 +107,29 @@ timeout 300 "$bin" conformance --device "$device" >"$out/conformance.txt" 2>&1
 echo "exit $?" >>"$out/conformance.txt"
 grep -vE '\| ok \|' "$out/conformance.txt" | tail -15
 
+if [ "$device" != cpu ]; then
+    # The other quantized-matmul variant (weights dequantized, f32 activations), so both are
+    # checked wherever a GPU is lent.
+    step "conformance on $device with SWITCHYARD_CUDA_QMATMUL=dequantize"
+    SWITCHYARD_CUDA_QMATMUL=dequantize timeout 300 "$bin" conformance --device "$device" \
+        >"$out/conformance-dequantize.txt" 2>&1
+    echo "exit $?" >>"$out/conformance-dequantize.txt"
+    grep -E 'FAILED|^passed' "$out/conformance-dequantize.txt" | cut -c1-200 | tail -15
+fi
+
 step "parity with the Hugging Face goldens on $device"
+# One line of parity.jsonl: ARCH, DTYPE and the checker's last line (its JSON verdict, or the
+# error it died with, kept as text so the summary still reads the file).
+record() {
+    "$python" -c "
+import json, sys
+arch, dtype, text = sys.argv[1:4]
+try:
+    result = json.loads(text)
+except ValueError:
+    result = {'ok': False, 'dtype': dtype, 'error': text}
+print(json.dumps({'arch': arch, 'result': result}))" "$1" "$2" "$3" >>"$out/parity.jsonl"
+}
 for dir in tests/fixtures/*/; do
     arch=$(basename "$dir")
     if [ -f "$dir/modules.json" ]; then
@@ -119,7 +141,7 @@ import json, sys
 g = json.load(open(sys.argv[1])); r = json.load(open(sys.argv[2]))
 err = max(abs(a - b) for d, w in zip(r['data'], g['embeddings']) for a, b in zip(d['embedding'], w))
 print(json.dumps({'max_abs_error': err, 'ok': err <= 1e-4}))" "$dir/golden.json" "$out/embed-$arch.json" 2>&1 | tail -1)
-        echo "{\"arch\": \"$arch\", \"result\": ${result:-null}}" >>"$out/parity.jsonl"
+        record "$arch" embeddings "$result"
         echo "$arch embeddings: $result"
         continue
     fi
@@ -130,7 +152,7 @@ print(json.dumps({'max_abs_error': err, 'ok': err <= 1e-4}))" "$dir/golden.json"
             --max-new-tokens 20 --temperature 0 --ignore-eos --format json --logits --dtype "$dtype" \
             >"$json" 2>"$out/parity-$arch-$dtype.err"
         result=$("$python" scripts/check_parity.py "$dir/golden.json" "$json" --dtype "$dtype" 2>&1 | tail -1)
-        echo "{\"arch\": \"$arch\", \"result\": ${result:-null}}" >>"$out/parity.jsonl"
+        record "$arch" "$dtype" "$result"
         echo "$arch $dtype: $result"
     done
 done

@@ -25,21 +25,30 @@ def main() -> int:
     ok = True
     rows = []
 
-    conf = open(os.path.join(out, "conformance.txt")).read() if os.path.exists(os.path.join(out, "conformance.txt")) else ""
-    m = re.search(r"passed (\d+), failed (\d+), skipped (\d+)", conf)
-    if m:
-        rows.append(("conformance", f"{m[1]} passed, {m[2]} failed, {m[3]} skipped"))
-        ok &= m[2] == "0"
-    else:
-        rows.append(("conformance", "did not run: " + (conf.strip().splitlines() or ["no output"])[-2:][0]))
-        ok = False
+    for name, label in (("conformance.txt", "conformance"),
+                        ("conformance-dequantize.txt", "conformance, qmatmul=dequantize")):
+        path = os.path.join(out, name)
+        if name != "conformance.txt" and not os.path.exists(path):
+            continue
+        conf = open(path).read() if os.path.exists(path) else ""
+        m = re.search(r"passed (\d+), failed (\d+), skipped (\d+)", conf)
+        if m:
+            failed = re.findall(r"^\| ([^ |]+) \|.*FAILED", conf, re.M)
+            text = f"{m[1]} passed, {m[2]} failed, {m[3]} skipped"
+            if failed:
+                text += " (" + ", ".join(failed) + ")"
+            rows.append((label, text))
+            ok &= m[2] == "0"
+        else:
+            rows.append((label, "did not run: " + (conf.strip().splitlines() or ["no output"])[-2:][0]))
+            ok = False
 
     parity = {}
     try:
         for line in open(os.path.join(out, "parity.jsonl")):
             r = json.loads(line)
             res = r["result"] or {"ok": False}
-            d = "embeddings" if "max_abs_error" in res else res.get("dtype", "?")
+            d = "embeddings" if "max_abs_error" in res or res.get("dtype") == "embeddings" else res.get("dtype", "?")
             p = parity.setdefault(d, {"ok": 0, "n": 0, "worst": 0.0, "fail": []})
             p["n"] += 1
             if res.get("ok"):

@@ -106,8 +106,47 @@ mod built {
         }
         let device = candle_core::Device::new_cuda(ordinal)
             .map_err(|e| unavailable(ordinal, format!("candle could not open it: {e}")))?;
-        let info = describe(&device, ordinal)?;
+        let qmatmul = QuantMatMul::from_env().map_err(|e| unavailable(ordinal, e))?;
+        candle_core::quantized::cuda::set_force_dmmv(qmatmul == QuantMatMul::Dequantize);
+        let mut info = describe(&device, ordinal)?;
+        info.details
+            .push(("quantized matmul".into(), qmatmul.describe().into()));
         Ok((device, info))
+    }
+
+    /// How candle multiplies by a GGUF block-quantized weight on the GPU, chosen at run time
+    /// with `SWITCHYARD_CUDA_QMATMUL` so each variant can be checked on a machine that has one.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum QuantMatMul {
+        /// `fast` (the default): candle's MMVQ/MMQ kernels, activations quantized to q8_1.
+        Fast,
+        /// `dequantize`: weights dequantized, activations kept in f32 (slower, no activation
+        /// rounding).
+        Dequantize,
+    }
+
+    impl QuantMatMul {
+        const VAR: &'static str = "SWITCHYARD_CUDA_QMATMUL";
+
+        fn from_env() -> std::result::Result<Self, String> {
+            match std::env::var(Self::VAR).as_deref() {
+                Err(_) | Ok("") | Ok("fast") => Ok(Self::Fast),
+                Ok("dequantize") => Ok(Self::Dequantize),
+                Ok(other) => Err(format!(
+                    "{}={other:?}: expected `fast` or `dequantize`",
+                    Self::VAR
+                )),
+            }
+        }
+
+        fn describe(self) -> &'static str {
+            match self {
+                Self::Fast => "fast: MMVQ/MMQ, activations as q8_1 (SWITCHYARD_CUDA_QMATMUL)",
+                Self::Dequantize => {
+                    "dequantize: f32 activations, dequantized weights (SWITCHYARD_CUDA_QMATMUL)"
+                }
+            }
+        }
     }
 
     fn describe(device: &candle_core::Device, ordinal: usize) -> Result<DeviceInfo> {
