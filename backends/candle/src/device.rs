@@ -76,6 +76,10 @@ impl CandleDevice {
                     .join(", ")
             ),
         })?;
+        crate::cpu::prefetch::from_env().map_err(|reason| Error::DeviceUnavailable {
+            device: "cpu".into(),
+            reason,
+        })?;
         Ok(Self::cpu_with(isa))
     }
 
@@ -88,6 +92,7 @@ impl CandleDevice {
             "kernel variants".into(),
             format!("{} (SWITCHYARD_CPU_KERNELS)", here.join(", ")),
         ));
+        details.push(("weight prefetch".into(), crate::cpu::prefetch::describe()));
         CandleDevice {
             device: CDevice::Cpu,
             isa,

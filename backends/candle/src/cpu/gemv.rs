@@ -107,17 +107,11 @@ fn panels_into(x: &[f32], w: &PackedMatrix, first: usize, y: &mut [f32]) {
     }
 }
 
-/// Bytes ahead of the current depth that the vector kernels prefetch within a panel: one line
-/// per depth (a depth is two lines), the other left to the hardware prefetcher. Measured on two
-/// Sapphire Rapids-class cores, f32 SmolLM2-135M tg64, runs alternating (512-bit kernel): no
-/// prefetch 49.6-51.4 t/s, 512 bytes 54.6-56.4, 1024 bytes 54.7-58.0, 2048 bytes 54.1-55.0;
-/// both lines of each depth at 1024 bytes 53.1-53.2. The 256-bit kernel at 1024 bytes: 53.3-53.9
-/// against 49.9-51.3 without (and the 512-bit kernel without prefetch streamed no faster than it).
-const PREFETCH_AHEAD: usize = 1024;
-
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn panels_avx512(x: &[f32], w: &PackedMatrix, first: usize, y: &mut [f32]) {
+/// `ahead`: bytes past the current depth to prefetch, one line per depth (a depth is two lines),
+/// the other left to the hardware prefetcher; 0: none ([`super::prefetch`]).
+fn panels_avx512(x: &[f32], w: &PackedMatrix, first: usize, y: &mut [f32], ahead: usize) {
     use std::arch::x86_64::*;
     let k = w.k();
     for (i, out) in y.chunks_mut(PANEL).enumerate() {
@@ -133,8 +127,8 @@ fn panels_avx512(x: &[f32], w: &PackedMatrix, first: usize, y: &mut [f32]) {
                 // of the row at `(d + u) * PANEL` are in bounds.
                 unsafe {
                     let row = p.add((d + u) * PANEL);
-                    let pf = row as usize + PREFETCH_AHEAD;
-                    if pf < end {
+                    let pf = row as usize + ahead;
+                    if ahead > 0 && pf < end {
                         _mm_prefetch::<_MM_HINT_T0>(pf as *const i8);
                     }
                     let xv = _mm512_set1_ps(*x.get_unchecked(d + u));
@@ -169,7 +163,8 @@ fn panels_avx512(x: &[f32], w: &PackedMatrix, first: usize, y: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn panels_avx2(x: &[f32], w: &PackedMatrix, first: usize, y: &mut [f32]) {
+/// `ahead`: as for [`panels_avx512`].
+fn panels_avx2(x: &[f32], w: &PackedMatrix, first: usize, y: &mut [f32], ahead: usize) {
     use std::arch::x86_64::*;
     let k = w.k();
     for (i, out) in y.chunks_mut(PANEL).enumerate() {
@@ -185,8 +180,8 @@ fn panels_avx2(x: &[f32], w: &PackedMatrix, first: usize, y: &mut [f32]) {
                 // loads of the row at `(d + u) * PANEL` are in bounds.
                 unsafe {
                     let row = p.add((d + u) * PANEL);
-                    let pf = row as usize + PREFETCH_AHEAD;
-                    if pf < end {
+                    let pf = row as usize + ahead;
+                    if ahead > 0 && pf < end {
                         _mm_prefetch::<_MM_HINT_T0>(pf as *const i8);
                     }
                     let xv = _mm256_set1_ps(*x.get_unchecked(d + u));
@@ -219,36 +214,41 @@ fn panels_avx2(x: &[f32], w: &PackedMatrix, first: usize, y: &mut [f32]) {
     }
 }
 
-fn panels_best(x: &[f32], w: &PackedMatrix, first: usize, y: &mut [f32], kern: Isa) {
+fn panels_best(x: &[f32], w: &PackedMatrix, first: usize, y: &mut [f32], kern: Isa, ahead: usize) {
     #[cfg(target_arch = "x86_64")]
     if kern.avx512() {
         // SAFETY: an `Isa` exists only for variants this CPU runs; the AVX-512 ones include
         // AVX-512F.
-        unsafe { panels_avx512(x, w, first, y) };
+        unsafe { panels_avx512(x, w, first, y, ahead) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if kern.avx2() {
         // SAFETY: as above; every variant from AVX2 up includes AVX2 and FMA.
-        unsafe { panels_avx2(x, w, first, y) };
+        unsafe { panels_avx2(x, w, first, y, ahead) };
         return;
     }
-    let _ = kern;
+    let _ = (kern, ahead);
     panels_into(x, w, first, y)
 }
 
 /// `y = W·x` for a weight in panel layout, panels split in contiguous ranges over candle's CPU
 /// worker threads.
 pub(crate) fn gemv_packed(x: &[f32], w: &PackedMatrix, y: &mut [f32], kern: Isa) {
+    gemv_packed_ahead(x, w, y, kern, super::prefetch::gemv_ahead())
+}
+
+/// [`gemv_packed`] with the prefetch distance given.
+fn gemv_packed_ahead(x: &[f32], w: &PackedMatrix, y: &mut [f32], kern: Isa, ahead: usize) {
     debug_assert!(x.len() == w.k() && y.len() == w.n());
     let threads = super::worker_threads();
     if threads == 1 || w.n() * w.k() < 16 * 1024 {
-        panels_best(x, w, 0, y, kern);
+        panels_best(x, w, 0, y, kern, ahead);
         return;
     }
     let per = w.panels().div_ceil(threads);
     super::par_chunks_mut(y, per * PANEL, |i, out| {
-        panels_best(x, w, i * per, out, kern)
+        panels_best(x, w, i * per, out, kern, ahead)
     });
 }
 
@@ -268,13 +268,17 @@ mod tests {
                     .collect();
                 let mut y = vec![0f32; n];
                 gemv(&x, &w, k, &mut y, kern);
-                let mut yp = vec![0f32; n];
-                gemv_packed(&x, &PackedMatrix::pack(&w, n, k), &mut yp, kern);
-                for (a, b) in y.iter().zip(&yp) {
-                    assert!(
-                        (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
-                        "packed {b} vs row-major {a}"
-                    );
+                let packed = PackedMatrix::pack(&w, n, k);
+                // Every prefetch setting: none, the default distance, one past a small panel.
+                for ahead in [0, 1024, 1 << 16] {
+                    let mut yp = vec![0f32; n];
+                    gemv_packed_ahead(&x, &packed, &mut yp, kern, ahead);
+                    for (a, b) in y.iter().zip(&yp) {
+                        assert!(
+                            (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                            "packed {b} vs row-major {a} (prefetch {ahead})"
+                        );
+                    }
                 }
                 for (i, got) in y.iter().enumerate() {
                     let want: f64 = (0..k).map(|j| w[i * k + j] as f64 * x[j] as f64).sum();

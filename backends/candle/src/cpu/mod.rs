@@ -12,6 +12,7 @@ pub mod kernels;
 pub(crate) mod math;
 pub(crate) mod out;
 pub mod packed;
+pub(crate) mod prefetch;
 pub(crate) mod quant;
 pub(crate) mod rowwise;
 pub(crate) mod slot_attention;
