@@ -228,6 +228,14 @@ fn heads_generic(
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+/// Key/value positions ahead of the one being read whose rows are prefetched. A row's slot keeps
+/// positions a pool row apart (every key/value head's values in between), strided reads the
+/// hardware prefetchers follow only part of the way; measured on a Zen 3 EPYC (2 threads, 30
+/// layers of SmolLM2's shape, 140-147 positions, caches flushed per step, six alternating rounds,
+/// best of five each): 16 rows 5.4-7.0 ms per step without, 4.5-5.9 with 8 ahead (16 and 32 no
+/// better); 4 rows 1.0-1.7 against 0.9-1.4 ms; one row unchanged.
+const AHEAD: usize = 8;
+
 /// Row `ti`'s heads against their key/value head: the scores in groups of up to three heads ×
 /// four positions (twelve accumulators, the key rows loaded once per group), the softmax, then
 /// the values in groups of up to three heads × 32 (or 8) columns, each value row loaded once
@@ -323,6 +331,15 @@ unsafe fn scores_avx2<const H: usize>(
     let mut j = 0;
     while j + 4 <= n {
         let kp: [*const f32; 4] = std::array::from_fn(|p| k(lo + j + p));
+        if j + AHEAD + 4 <= n {
+            for p in 0..4 {
+                // A hint only: the address is a key row inside the pool (`j + AHEAD + p < n`).
+                let ahead = k(lo + j + AHEAD + p) as *const i8;
+                for line in (0..d * 4).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line));
+                }
+            }
+        }
         let mut acc = [[_mm256_setzero_ps(); 4]; H];
         for e in (0..d).step_by(8) {
             let kv: [__m256; 4] = std::array::from_fn(|p| _mm256_loadu_ps(kp[p].add(e)));
@@ -378,6 +395,13 @@ unsafe fn values_avx2<const H: usize, const W: usize>(
     let mut acc = [[_mm256_setzero_ps(); W]; H];
     for j in 0..n {
         let vp = v(lo + j).add(c);
+        if j + AHEAD < n {
+            // A hint only: this group's columns of a value row inside the pool.
+            let ahead = v(lo + j + AHEAD).add(c) as *const i8;
+            for line in (0..W * 32).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line));
+            }
+        }
         let vv: [__m256; W] = std::array::from_fn(|x| _mm256_loadu_ps(vp.add(8 * x)));
         for (i, acc) in acc.iter_mut().enumerate() {
             let wj = _mm256_set1_ps(*w.get_unchecked(i * n + j));
