@@ -8,8 +8,9 @@
 #
 # For a built-in model each type is written as GGUF by `switchyard quantize` (cached under $WORK);
 # llama-batched-bench is built from PyPI's llama-cpp-python sdist by scripts/llamacpp-tools.sh
-# (outside the repo). The two engines alternate per type (llama.cpp first for even types), and
-# llama-batched-bench is run -r times (it measures each B once per run). Printed: per file and B,
+# (outside the repo). Each round (-r of them) measures every file once with each engine, taking
+# turns (who goes first flips per round and file); llama-batched-bench measures each B once per
+# run, Switchyard's bench is run with one repetition after its warm-up. Printed: per file and B,
 # the aggregate generation tokens/s (median, min-max) of both and their ratio, the prompt
 # tokens/s, and Switchyard's B = max aggregate rate against its own pp128 rate on the same file.
 # Not part of CI (a performance comparison).
@@ -50,19 +51,17 @@ results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
 run_llama() {
   local f=$1 label=$2
-  for _ in $(seq "$reps"); do
-    "$tools/llama-batched-bench" -m "$f" -t "$threads" -c "$ctx" -b 2048 -ub 512 \
-      -npp "$prompt" -ntg "$gen" -npl "$batch" --output-format jsonl 2>/dev/null | grep '^{' |
-      python3 -c "
+  "$tools/llama-batched-bench" -m "$f" -t "$threads" -c "$ctx" -b 2048 -ub 512 \
+    -npp "$prompt" -ntg "$gen" -npl "$batch" --output-format jsonl 2>/dev/null | grep '^{' |
+    python3 -c "
 import json, sys
 for l in sys.stdin:
     r = json.loads(l)
     print(json.dumps({'engine': 'llama.cpp', 'label': '$label', 'b': r['pl'], 'gen': r['speed_tg'], 'pp': r['speed_pp']}))" >> "$results"
-  done
 }
 run_switchyard() {
   local f=$1 label=$2
-  "$sy" bench --model "$f" --threads "$threads" --batch "$batch" -p "$prompt" -n "$gen" -r "$reps" -o json 2>/dev/null |
+  "$sy" bench --model "$f" --threads "$threads" --batch "$batch" -p "$prompt" -n "$gen" -r 1 -o json 2>/dev/null |
     python3 -c "
 import json, sys
 d = json.load(sys.stdin)
@@ -71,19 +70,24 @@ for b in d['devices'][0]['batches']:
         if not s['warmup']:
             print(json.dumps({'engine': 'switchyard', 'label': '$label', 'b': s['batch'],
                               'gen': s['gen_tokens'] / s['gen_s'], 'pp': s['prompt_tokens'] / s['prompt_s']}))" >> "$results"
-  "$sy" bench --model "$f" --threads "$threads" -p 128 -n "" -r "$reps" -o json 2>/dev/null | python3 -c "
+  "$sy" bench --model "$f" --threads "$threads" -p 128 -n "" -r 1 -o json 2>/dev/null | python3 -c "
 import json, sys
 d = json.load(sys.stdin)
 for r in d['devices'][0]['results']:
     print(json.dumps({'engine': 'switchyard', 'label': '$label', 'b': 'pp128',
                       'tps': [s['tokens_per_s'] for s in r['samples'] if not s['warmup']]}))" >> "$results"
 }
-for i in "${!files[@]}"; do
-  if [ $((i % 2)) -eq 0 ]; then
-    run_llama "${files[$i]}" "${labels[$i]}"; run_switchyard "${files[$i]}" "${labels[$i]}"
-  else
-    run_switchyard "${files[$i]}" "${labels[$i]}"; run_llama "${files[$i]}" "${labels[$i]}"
-  fi
+# One measurement of each engine per round, the order flipping every round and file: the host's
+# speed drifts by tens of percent over minutes here, and back-to-back blocks of one engine's
+# repetitions measured the drift as much as the engines.
+for rep in $(seq "$reps"); do
+  for i in "${!files[@]}"; do
+    if [ $(((i + rep) % 2)) -eq 0 ]; then
+      run_llama "${files[$i]}" "${labels[$i]}"; run_switchyard "${files[$i]}" "${labels[$i]}"
+    else
+      run_switchyard "${files[$i]}" "${labels[$i]}"; run_llama "${files[$i]}" "${labels[$i]}"
+    fi
+  done
 done
 
 python3 - "$results" "$max_b" <<'EOF'
