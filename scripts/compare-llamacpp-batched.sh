@@ -97,7 +97,7 @@ max_b = int(sys.argv[2])
 gen, pp, own_pp = {}, {}, {}
 for r in rows:
     if r["b"] == "pp128":
-        own_pp[r["label"]] = r["tps"]
+        own_pp.setdefault(r["label"], []).extend(r["tps"])
         continue
     gen.setdefault((r["label"], r["b"]), {}).setdefault(r["engine"], []).append(r["gen"])
     pp.setdefault((r["label"], r["b"]), {}).setdefault(r["engine"], []).append(r["pp"])
