@@ -234,6 +234,7 @@ use std::arch::x86_64::*;
 /// layers of SmolLM2's shape, 140-147 positions, caches flushed per step, six alternating rounds,
 /// best of five each): 16 rows 5.4-7.0 ms per step without, 4.5-5.9 with 8 ahead (16 and 32 no
 /// better); 4 rows 1.0-1.7 against 0.9-1.4 ms; one row unchanged.
+#[cfg(target_arch = "x86_64")]
 const AHEAD: usize = 8;
 
 /// Row `ti`'s heads against their key/value head: the scores in groups of up to three heads ×
