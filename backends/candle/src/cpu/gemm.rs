@@ -55,6 +55,15 @@ fn slice_depth(k: usize, align: usize) -> usize {
     k.div_ceil(slices).next_multiple_of(align).max(1)
 }
 
+/// Depth of each slice when `m` rows multiply `rhs` (`k` deep) across the threads: whole depth
+/// for a few rows against a packed weight ([`FULL_DEPTH_ROWS`]), else [`slice_depth`].
+fn depth_for(rhs: Rhs<'_>, m: usize, k: usize) -> usize {
+    match rhs {
+        Rhs::Packed(_) if m <= FULL_DEPTH_ROWS => k,
+        _ => slice_depth(k, depth_align(rhs)),
+    }
+}
+
 /// The alignment `rhs` needs of its slices' depth.
 fn depth_align(rhs: Rhs<'_>) -> usize {
     match rhs {
@@ -748,10 +757,7 @@ fn gemm_nt_out(
             return true;
         }
         let rows: Vec<&[f32]> = a.chunks_exact(k).take(m).collect();
-        let kc = match rhs {
-            Rhs::Packed(_) if m <= FULL_DEPTH_ROWS => k,
-            _ => slice_depth(k, depth_align(rhs)),
-        };
+        let kc = depth_for(rhs, m, k);
         let ap = pack_a(&rows, k, kc, true);
         let pool = candle_core::utils::barrier_pool();
         let threads = pool.n_workers() + 1;
@@ -825,7 +831,8 @@ mod tests {
                 let packed = super::super::packed::PackedMatrix::pack(&w, n, k);
                 let mut cp = vec![f32::NAN; m * n];
                 assert!(gemm_nt(isa, &a, m, k, Rhs::Packed(&packed), n, &mut cp));
-                if m > FULL_DEPTH_ROWS || k <= KC {
+                let row_major = Rhs::Transposed { w: &w, ld: k };
+                if depth_for(Rhs::Packed(&packed), m, k) == depth_for(row_major, m, k) {
                     // The same depth slices, so the same sums in the same order.
                     assert_eq!(c, cp, "packed and row-major weights give the same result");
                 }

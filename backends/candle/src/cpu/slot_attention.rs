@@ -237,6 +237,15 @@ use std::arch::x86_64::*;
 #[cfg(target_arch = "x86_64")]
 const AHEAD: usize = 8;
 
+/// Prefetches every cache line of the `len` values from `p` (a hint: nothing is read).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn prefetch_lines(p: *const f32, len: usize) {
+    for line in (0..len * 4).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>((p as *const i8).wrapping_add(line));
+    }
+}
+
 /// Row `ti`'s heads against their key/value head: the scores in groups of up to three heads ×
 /// four positions (twelve accumulators, the key rows loaded once per group), the softmax, then
 /// the values in groups of up to three heads × 32 (or 8) columns, each value row loaded once
@@ -334,11 +343,8 @@ unsafe fn scores_avx2<const H: usize>(
         let kp: [*const f32; 4] = std::array::from_fn(|p| k(lo + j + p));
         if j + AHEAD + 4 <= n {
             for p in 0..4 {
-                // A hint only: the address is a key row inside the pool (`j + AHEAD + p < n`).
-                let ahead = k(lo + j + AHEAD + p) as *const i8;
-                for line in (0..d * 4).step_by(64) {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line));
-                }
+                // A key row inside the pool (`j + AHEAD + p < n`).
+                prefetch_lines(k(lo + j + AHEAD + p), d);
             }
         }
         let mut acc = [[_mm256_setzero_ps(); 4]; H];
@@ -397,11 +403,8 @@ unsafe fn values_avx2<const H: usize, const W: usize>(
     for j in 0..n {
         let vp = v(lo + j).add(c);
         if j + AHEAD < n {
-            // A hint only: this group's columns of a value row inside the pool.
-            let ahead = v(lo + j + AHEAD).add(c) as *const i8;
-            for line in (0..W * 32).step_by(64) {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line));
-            }
+            // This group's columns of a value row inside the pool.
+            prefetch_lines(v(lo + j + AHEAD).add(c), 8 * W);
         }
         let vv: [__m256; W] = std::array::from_fn(|x| _mm256_loadu_ps(vp.add(8 * x)));
         for (i, acc) in acc.iter_mut().enumerate() {
