@@ -4,7 +4,9 @@
 //! quantized once per call in the format the weight type pairs with ([`act`]), and every weight
 //! row is dotted with it in integer arithmetic straight from its stored blocks ([`dot`]), eight
 //! rows at a time, split over the compute threads; a few rows (a small batched decode step,
-//! [`skinny_rows`]) the same way, each weight block dotted with four rows while it is loaded.
+//! [`skinny_rows`]) the same way, each weight block dotted with four rows while it is loaded;
+//! two to four rows against q4_0 instead with eight weight rows in a vector's lanes
+//! ([`weight_lanes`]).
 //! More rows (prompts, larger batches) against the 32-value formats take integer kernels laid out
 //! for many rows ([`prompt`]: one `vpdpbusd`, or `vpmaddubsw` with AVX2, multiplies four codes of
 //! a weight row with a tile of 16 or 8 activation rows, the same products as decoding); for the
@@ -21,6 +23,8 @@ pub(crate) mod dot;
 pub(crate) mod formats;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod prompt;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod weight_lanes;
 
 use super::kernels::Isa;
 use act::ActFormat;
@@ -74,6 +78,9 @@ pub(crate) fn matmul(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut
             return false;
         }
         assert!(x.len() == m * w.k && y.len() == m * w.n);
+        if weight_lanes::available(w.dtype, isa, m) && weight_lanes::matmul(isa, x, m, w, y) {
+            return true;
+        }
         if m > 1 && m <= skinny_rows(w.dtype, isa) {
             skinny(isa, x, m, w, y);
             return true;
@@ -346,9 +353,12 @@ pub(crate) mod tests {
                 // A batched decode step: tiles of four activation rows, and the remainders.
                 (21, 256, 16, true),
                 (9, 256, 6, false),
-                // Four: with AVX2, the integer prompt kernels' tiles of four rows.
+                // Four: with AVX2, the integer prompt kernels' tiles of four rows; two to
+                // four against q4_0: the weight-lanes kernel, a whole group of eight weight
+                // rows and a remainder.
                 (7, 512, 4, true),
                 (5, 256, 4, false),
+                (10, 256, 2, true),
                 // More rows than a skinny batch: a prompt (the integer prompt kernels'
                 // tiles of 16 activation rows, in pairs and alone, and weight rows in fours
                 // and the remainder; or the dequantized GEMM).
@@ -382,23 +392,37 @@ pub(crate) mod tests {
                 let dense = switchyard_runtime::quant::dequantize(dtype, &bytes).unwrap();
                 let bl = dtype.block_len();
                 let gamma = 4.0 * (k as f64 / 32.0 + 8.0) * 2f64.powi(-24);
-                // What `matmul` chooses, and the skinny-batch kernels for every batch they
-                // could take (`matmul` hands some to the prompt kernels).
+                // What `matmul` chooses, and every kernel for a few rows that it could have
+                // chosen instead: the skinny-batch dot products for every batch they could take,
+                // and the weight-lanes kernel where it runs.
+                #[derive(Clone, Copy, Debug, PartialEq)]
+                enum Path {
+                    Chosen,
+                    Skinny,
+                    WeightLanes,
+                }
                 let paths = variants.iter().flat_map(|&isa| {
-                    let skinny_too = m > 1 && m <= SKINNY_ROWS;
-                    [(isa, false), (isa, true)]
+                    [Path::Chosen, Path::Skinny, Path::WeightLanes]
                         .into_iter()
-                        .filter(move |&(_, s)| !s || skinny_too)
+                        .filter(move |&p| match p {
+                            Path::Chosen => true,
+                            Path::Skinny => m > 1 && m <= SKINNY_ROWS,
+                            Path::WeightLanes => weight_lanes::available(dtype, isa, m),
+                        })
+                        .map(move |p| (isa, p))
                 });
-                for (isa, forced_skinny) in paths {
+                for (isa, path) in paths {
                     let mut y = vec![f32::NAN; m * n];
-                    if forced_skinny {
-                        skinny(isa, &x, m, &w, &mut y);
-                    } else {
-                        assert!(matmul(isa, &x, m, &w, &mut y));
+                    match path {
+                        Path::Chosen => assert!(matmul(isa, &x, m, &w, &mut y)),
+                        Path::Skinny => skinny(isa, &x, m, &w, &mut y),
+                        Path::WeightLanes => {
+                            assert!(weight_lanes::matmul(isa, &x, m, &w, &mut y))
+                        }
                     }
-                    let dequantized = !forced_skinny
+                    let dequantized = path == Path::Chosen
                         && m > skinny_rows(dtype, isa)
+                        && !weight_lanes::available(dtype, isa, m)
                         && !prompt::available(dtype, isa);
                     if dequantized {
                         // Prompts without integer kernels: the dequantized weights times the
@@ -459,7 +483,7 @@ pub(crate) mod tests {
                             let got = y[c * n + r] as f64;
                             assert!(
                                 (got - want).abs() <= tol,
-                                "{isa} {dtype} {n}x{k} m={m} real={real} skinny={forced_skinny} row {r} col {c}: {got} vs {want} (tolerance {tol:.3e})"
+                                "{isa} {dtype} {n}x{k} m={m} real={real} {path:?} row {r} col {c}: {got} vs {want} (tolerance {tol:.3e})"
                             );
                         }
                     }

@@ -56,17 +56,17 @@ fn zero_code(dtype: DType, offset_signed: bool) -> i32 {
 
 /// Activation rows quantized in the format a weight type takes, `lanes` rows to a tile (rows past
 /// the last are zero: they add nothing and their results are not stored).
-struct Tiles {
+pub(super) struct Tiles {
     /// Rows per tile.
     lanes: usize,
     /// Blocks of 32 values per row.
-    nb: usize,
+    pub(super) nb: usize,
     /// `[tile][block][group][lane][4]`: the codes.
-    qs: Vec<i8>,
+    pub(super) qs: Vec<i8>,
     /// `[tile][block][lane]`: the scale.
-    d: Vec<f32>,
+    pub(super) d: Vec<f32>,
     /// `[tile][block][lane]`: `−z · Σq`, what the weight format's zero code `z` takes off.
-    corr: Vec<i32>,
+    pub(super) corr: Vec<i32>,
     /// `[tile][block][lane]`: the stored `d · Σq` (Q8_1) that a block's minimum multiplies.
     s: Vec<f32>,
 }
@@ -91,7 +91,7 @@ struct TilePart<'a> {
 /// Quantizes the `m` rows of `x` (`[m, k]`) for `dtype` and interleaves them into tiles of
 /// `lanes` rows, a tile per task on the worker threads; `zero` is the code standing for zero as
 /// the kernel reads the weights ([`zero_code`]).
-fn tiles(x: &[f32], m: usize, k: usize, dtype: DType, lanes: usize, zero: i32) -> Tiles {
+pub(super) fn tiles(x: &[f32], m: usize, k: usize, dtype: DType, lanes: usize, zero: i32) -> Tiles {
     let format = super::act_format(dtype);
     let nb = k / 32;
     let count = m.div_ceil(lanes);
