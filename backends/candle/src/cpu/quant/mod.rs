@@ -4,9 +4,9 @@
 //! quantized once per call in the format the weight type pairs with ([`act`]), and every weight
 //! row is dotted with it in integer arithmetic straight from its stored blocks ([`dot`]), eight
 //! rows at a time, split over the compute threads; a few rows (a small batched decode step,
-//! [`skinny_rows`]) the same way, each weight block dotted with four rows while it is loaded;
-//! two to four rows against q4_0 instead with eight weight rows in a vector's lanes
-//! ([`weight_lanes`]).
+//! [`skinny_rows`]) the same way, each weight block dotted with four rows while it is loaded.
+//! Against q4_0, two rows and more take weight rows in a vector's lanes instead
+//! ([`weight_lanes`]: two to four rows with AVX2, any number with AVX-512 VNNI).
 //! More rows (prompts, larger batches) against the 32-value formats take integer kernels laid out
 //! for many rows ([`prompt`]: one `vpdpbusd`, or `vpmaddubsw` with AVX2, multiplies four codes of
 //! a weight row with a tile of 16 or 8 activation rows, the same products as decoding); for the
@@ -392,22 +392,24 @@ pub(crate) mod tests {
                 let dense = switchyard_runtime::quant::dequantize(dtype, &bytes).unwrap();
                 let bl = dtype.block_len();
                 let gamma = 4.0 * (k as f64 / 32.0 + 8.0) * 2f64.powi(-24);
-                // What `matmul` chooses, and every kernel for a few rows that it could have
-                // chosen instead: the skinny-batch dot products for every batch they could take,
-                // and the weight-lanes kernel where it runs.
+                // What `matmul` chooses, and every kernel that it could have chosen instead:
+                // the skinny-batch dot products for every batch they could take, the
+                // weight-lanes kernel and the integer prompt kernels where they run.
                 #[derive(Clone, Copy, Debug, PartialEq)]
                 enum Path {
                     Chosen,
                     Skinny,
                     WeightLanes,
+                    Prompt,
                 }
                 let paths = variants.iter().flat_map(|&isa| {
-                    [Path::Chosen, Path::Skinny, Path::WeightLanes]
+                    [Path::Chosen, Path::Skinny, Path::WeightLanes, Path::Prompt]
                         .into_iter()
                         .filter(move |&p| match p {
                             Path::Chosen => true,
                             Path::Skinny => m > 1 && m <= SKINNY_ROWS,
                             Path::WeightLanes => weight_lanes::available(dtype, isa, m),
+                            Path::Prompt => m > 1 && prompt::available(dtype, isa),
                         })
                         .map(move |p| (isa, p))
                 });
@@ -419,6 +421,7 @@ pub(crate) mod tests {
                         Path::WeightLanes => {
                             assert!(weight_lanes::matmul(isa, &x, m, &w, &mut y))
                         }
+                        Path::Prompt => assert!(prompt::matmul(isa, &x, m, &w, &mut y)),
                     }
                     let dequantized = path == Path::Chosen
                         && m > skinny_rows(dtype, isa)

@@ -1,15 +1,20 @@
-//! A few activation rows (a small batched decode step) against q4_0 weights, eight weight rows in
-//! the lanes of a vector instead of activation rows.
+//! Activation rows against q4_0 weights with weight rows, not activation rows, in the lanes of
+//! a vector: a few rows with AVX2 (a small batched decode step), any number with AVX-512 VNNI
+//! (batched steps and prompts).
 //!
 //! The tile kernels ([`super::prompt`], [`super::dot`]) broadcast a weight row's codes to every
 //! lane and pay, per block of every weight row, a scale conversion, a nibble decode and a
-//! shuffle per group of four values. Here one block of eight weight rows is loaded and transposed
-//! once (for each group of four values, the eight rows' four codes side by side), the eight
-//! scales convert in one instruction, and each activation row's groups are broadcast straight
-//! from memory (a load, no shuffle): per activation row a block of eight weight rows costs eight
-//! `vpmaddubsw` into i16 (eight pairs of `15 · 127` stay below 32767) and one `vpmaddwd` to i32
-//! with AVX2, or eight `vpdpbusd` with AVX-512 VNNI, then one multiply-add of the scales. The
-//! products are the decode kernels' and llama.cpp's: per block `d_w · d_x · (Σ code·q − 8·Σq)`.
+//! shuffle per group of four values. Here one block of eight (AVX2) or sixteen (AVX-512) weight
+//! rows is loaded and transposed once (for each group of four values, the rows' four codes side
+//! by side), their scales convert in one instruction, and each activation row's groups are
+//! broadcast straight from memory (a load, no shuffle): per activation row a block of weight
+//! rows costs eight `vpmaddubsw` into i16 (eight pairs of `15 · 127` stay below 32767) and one
+//! `vpmaddwd` to i32 with AVX2, or eight `vpdpbusd` with AVX-512 VNNI, then one multiply-add of
+//! the scales. AVX2's 16 registers hold four activation rows' sums with the codes; AVX-512's 32
+//! hold sixteen rows' accumulators (each row's integer sum lives only across its eight
+//! `vpdpbusd`), and more rows take another pass over the weight rows, from L2 when a layer's
+//! share fits there. The products are the decode kernels' and llama.cpp's: per block
+//! `d_w · d_x · (Σ code·q − 8·Σq)`.
 
 #![cfg(target_arch = "x86_64")]
 
@@ -20,11 +25,11 @@ use crate::cpu::out::Out;
 use std::arch::x86_64::*;
 use switchyard_runtime::DType;
 
-/// The most activation rows one pass takes (one accumulator per row and per eight weight rows
+/// The most activation rows the AVX2 kernel takes (one sum per row and per eight weight rows
 /// must stay in registers with the codes).
 pub(crate) const MAX_ROWS: usize = 4;
 
-/// Weight rows per vector.
+/// Weight rows per vector of the AVX2 kernel.
 const LANES: usize = 8;
 
 /// Bytes of a q4_0 block: an f16 scale, then 16 bytes of two codes each.
@@ -33,17 +38,22 @@ const BLOCK: usize = 18;
 /// Bytes ahead of the block being read that each weight row prefetches.
 const PREFETCH: usize = 1024;
 
-/// True when [`matmul`] runs `m` rows against `dtype` with `isa`: q4_0, two to [`MAX_ROWS`]
-/// rows, from AVX2 up. One row stays with the decode kernels, which are faster alone.
+/// True when [`matmul`] runs `m` rows against `dtype` with `isa`: q4_0 from two rows, up to
+/// [`MAX_ROWS`] with AVX2 (without VNNI); any number with AVX-512 VNNI. One row stays with the
+/// decode kernels, which are faster alone.
 ///
 /// Measured on the built-in SmolLM2 q4_0 (Sapphire Rapids, 2 threads, `bench --batch B -p 128
-/// -n 32`, three alternating runs each), generation t/s with the kernels chosen before (the
-/// skinny-batch dot products; with AVX2 at B = 4 the prompt kernels) / with this kernel: AVX2 forced, B = 2 201-219 / 239-250, B = 3 220-226 / 295-301, B = 4
-/// 268-299 / 311-354; AVX-512 VNNI, B = 2 191-221 / 219-274, B = 3 224-240 / 289-311, B = 4
-/// 294-303 / 351-354. One row, decode kernel / this kernel: AVX2 172-212 / 150-189, VNNI
-/// 200-217 / 152-189.
+/// -n 32`, two or three alternating runs each), generation t/s with the kernels chosen before
+/// this one (the skinny-batch dot products up to 3 rows with AVX2 and 5 with VNNI, then the
+/// prompt kernels) / with it: AVX2 forced, B = 2 201-219 / 239-250, B = 3 220-226 / 295-301,
+/// B = 4 268-299 / 311-354; AVX2 four rows at a time for more (not taken): B = 8 388-407 /
+/// 395-401, B = 16 482-499 / 433-443. AVX-512 VNNI, B = 2 242-277 / 273-291, B = 3 316-323 /
+/// 344-349, B = 4 341-342 / 382-385, B = 8 336-338 / 499-513, B = 16 486-496 / 590-614, B = 32
+/// 612-631 / 598-621; prompts (`bench -p 128,512`, three runs each) pp128 1102-1104 /
+/// 1242-1250, pp512 965-988 / 1037-1114. One row, decode kernel / this kernel: AVX2 172-212 /
+/// 150-189, VNNI 224-234 / 179-210.
 pub(crate) fn available(dtype: DType, isa: Isa, m: usize) -> bool {
-    dtype == DType::Q4_0 && isa.avx2() && (2..=MAX_ROWS).contains(&m)
+    dtype == DType::Q4_0 && isa.avx2() && m >= 2 && (isa.vnni() || m <= MAX_ROWS)
 }
 
 /// The eight f16 scales at `p[0..8]` as f32 (gathered in general-purpose registers, which the
@@ -63,11 +73,7 @@ unsafe fn scales(p: &[*const u8; LANES]) -> __m256 {
 /// The CPU has AVX2, FMA and F16C; each `p[j]` points at a whole row of `a.nb` q4_0 blocks; `a`
 /// holds at least `M` rows in tiles of one row.
 #[inline(always)]
-unsafe fn group<const VNNI: bool, const M: usize>(
-    p: [*const u8; LANES],
-    a: &Tiles,
-    out: &mut [__m256; MAX_ROWS],
-) {
+unsafe fn group<const M: usize>(p: [*const u8; LANES], a: &Tiles, out: &mut [__m256; MAX_ROWS]) {
     let nb = a.nb;
     let mask = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
@@ -107,32 +113,19 @@ unsafe fn group<const VNNI: bool, const M: usize>(
         // Per activation row, the integer sums of the eight weight rows, from `−8·Σq`.
         let mut sum: [__m256i; M] =
             std::array::from_fn(|i| _mm256_set1_epi32(*a.corr.get_unchecked(at[i])));
-        if VNNI {
-            for (c, v) in bytes.iter().enumerate() {
-                let lo = _mm256_and_si256(*v, mask);
-                for (i, sum) in sum.iter_mut().enumerate() {
-                    *sum = _mm256_dpbusd_epi32(*sum, lo, group_of(i, c));
-                }
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(*v), mask);
-                for (i, sum) in sum.iter_mut().enumerate() {
-                    *sum = _mm256_dpbusd_epi32(*sum, hi, group_of(i, c + 4));
-                }
+        let mut pairs = [_mm256_setzero_si256(); M];
+        for (c, v) in bytes.iter().enumerate() {
+            let lo = _mm256_and_si256(*v, mask);
+            for (i, pairs) in pairs.iter_mut().enumerate() {
+                *pairs = _mm256_add_epi16(*pairs, _mm256_maddubs_epi16(lo, group_of(i, c)));
             }
-        } else {
-            let mut pairs = [_mm256_setzero_si256(); M];
-            for (c, v) in bytes.iter().enumerate() {
-                let lo = _mm256_and_si256(*v, mask);
-                for (i, pairs) in pairs.iter_mut().enumerate() {
-                    *pairs = _mm256_add_epi16(*pairs, _mm256_maddubs_epi16(lo, group_of(i, c)));
-                }
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(*v), mask);
-                for (i, pairs) in pairs.iter_mut().enumerate() {
-                    *pairs = _mm256_add_epi16(*pairs, _mm256_maddubs_epi16(hi, group_of(i, c + 4)));
-                }
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(*v), mask);
+            for (i, pairs) in pairs.iter_mut().enumerate() {
+                *pairs = _mm256_add_epi16(*pairs, _mm256_maddubs_epi16(hi, group_of(i, c + 4)));
             }
-            for (sum, pairs) in sum.iter_mut().zip(pairs) {
-                *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(pairs, ones));
-            }
+        }
+        for (sum, pairs) in sum.iter_mut().zip(pairs) {
+            *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(pairs, ones));
         }
         let d = scales(&blk);
         for i in 0..M {
@@ -143,21 +136,137 @@ unsafe fn group<const VNNI: bool, const M: usize>(
     out[..M].copy_from_slice(&acc);
 }
 
+/// Weight rows per vector of the AVX-512 kernel.
+const WIDE_LANES: usize = 16;
+
+/// The most activation rows one pass of the AVX-512 kernel takes: one accumulator per row, the
+/// eight code vectors and a running sum in AVX-512's 32 registers.
+const MAX_WIDE_ROWS: usize = 16;
+
+/// [`scales`] for sixteen weight rows.
+#[inline(always)]
+unsafe fn scales16(p: &[*const u8; WIDE_LANES]) -> __m512 {
+    let h = |j: usize| u64::from(std::ptr::read_unaligned(p[j] as *const u16));
+    let four = |j: usize| (h(j) | h(j + 1) << 16 | h(j + 2) << 32 | h(j + 3) << 48) as i64;
+    _mm512_cvtph_ps(_mm256_set_epi64x(four(12), four(8), four(4), four(0)))
+}
+
+/// [`group`] with sixteen weight rows in the lanes of a 512-bit vector (AVX-512 VNNI): `M`
+/// activation rows times the sixteen weight rows at `p`.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW/VL/VNNI, FMA and F16C; each `p[j]` points at a whole row of `a.nb`
+/// q4_0 blocks; `a` holds at least `M` rows in tiles of one row.
+#[inline(always)]
+unsafe fn group_wide<const M: usize>(
+    p: [*const u8; WIDE_LANES],
+    a: &Tiles,
+    i0: usize,
+    out: &mut [__m512; MAX_WIDE_ROWS],
+) {
+    let nb = a.nb;
+    let mask = _mm512_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); M];
+    for b in 0..nb {
+        let blk: [*const u8; WIDE_LANES] = std::array::from_fn(|j| p[j].add(b * BLOCK));
+        if b % 4 == 0 {
+            for q in &blk {
+                _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH) as *const i8);
+            }
+        }
+        // Rows j, j + 4, j + 8 and j + 12 in the four 128-bit lanes.
+        let quad = |j: usize| {
+            let lo = _mm256_loadu2_m128i(
+                blk[j + 4].add(2) as *const __m128i,
+                blk[j].add(2) as *const __m128i,
+            );
+            let hi = _mm256_loadu2_m128i(
+                blk[j + 12].add(2) as *const __m128i,
+                blk[j + 8].add(2) as *const __m128i,
+            );
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+        };
+        let (r0, r1, r2, r3) = (quad(0), quad(1), quad(2), quad(3));
+        let t0 = _mm512_unpacklo_epi32(r0, r1);
+        let t1 = _mm512_unpacklo_epi32(r2, r3);
+        let t2 = _mm512_unpackhi_epi32(r0, r1);
+        let t3 = _mm512_unpackhi_epi32(r2, r3);
+        // As in `group`: dword `j` of `bytes[c]` is bytes 4c..4c+4 of row `j`.
+        let bytes = [
+            _mm512_unpacklo_epi64(t0, t1),
+            _mm512_unpackhi_epi64(t0, t1),
+            _mm512_unpacklo_epi64(t2, t3),
+            _mm512_unpackhi_epi64(t2, t3),
+        ];
+        let codes: [__m512i; 8] = std::array::from_fn(|g| {
+            if g < 4 {
+                _mm512_and_si512(bytes[g], mask)
+            } else {
+                _mm512_and_si512(_mm512_srli_epi16::<4>(bytes[g - 4]), mask)
+            }
+        });
+        let d = scales16(&blk);
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let at = (i0 + i) * nb + b;
+            let q = a.qs.as_ptr().add(at * 32) as *const u8;
+            let mut sum = _mm512_set1_epi32(*a.corr.get_unchecked(at));
+            for (g, code) in codes.iter().enumerate() {
+                let x = _mm512_set1_epi32(std::ptr::read_unaligned(q.add(4 * g) as *const i32));
+                sum = _mm512_dpbusd_epi32(sum, *code, x);
+            }
+            let dx = _mm512_set1_ps(*a.d.get_unchecked(at));
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(d, dx), *acc);
+        }
+    }
+    out[..M].copy_from_slice(&acc);
+}
+
+/// [`rows`] with the AVX-512 kernel, `m` up to [`MAX_WIDE_ROWS`].
+///
+/// # Safety
+/// As for [`group_wide`]; `w`'s rows `r0..r1` lie inside its bytes; no other thread writes
+/// columns `r0..r1` of `out` meanwhile.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn rows_wide(w: &QuantMatrix<'_>, a: &Tiles, m: usize, r0: usize, r1: usize, out: &Out) {
+    let row_bytes = w.row_bytes();
+    // Activation rows outside, weight rows inside: one pass over this thread's weight rows per
+    // sixteen activation rows (from L2 when the rows fit, as a layer's do).
+    for i0 in (0..m).step_by(MAX_WIDE_ROWS) {
+        let rows = MAX_WIDE_ROWS.min(m - i0);
+        let mut r = r0;
+        while r < r1 {
+            let valid = WIDE_LANES.min(r1 - r);
+            let p: [*const u8; WIDE_LANES] =
+                std::array::from_fn(|j| w.bytes.as_ptr().add((r + j.min(valid - 1)) * row_bytes));
+            let mut res = [_mm512_setzero_ps(); MAX_WIDE_ROWS];
+            macro_rules! by_rows {
+                ($($n:literal)*) => {
+                    match rows {
+                        $($n => group_wide::<$n>(p, a, i0, &mut res),)*
+                        _ => group_wide::<MAX_WIDE_ROWS>(p, a, i0, &mut res),
+                    }
+                };
+            }
+            by_rows!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+            for (i, v) in res.iter().enumerate().take(rows) {
+                let mut lanes = [0f32; WIDE_LANES];
+                _mm512_storeu_ps(lanes.as_mut_ptr(), *v);
+                // SAFETY: this thread alone writes columns `r0..r1` (the caller's contract).
+                unsafe { out.write(i0 + i, r, &lanes[..valid]) };
+            }
+            r += valid;
+        }
+    }
+}
+
 /// Weight rows `r0..r1` of `w` (q4_0) times the `m` activation rows of `a` (two to
 /// [`MAX_ROWS`], as [`available`] allows), written to `out`.
 ///
 /// # Safety
 /// As for [`group`]; `w`'s rows `r0..r1` lie inside its bytes; no other thread writes columns
 /// `r0..r1` of `out` meanwhile.
-#[inline(always)]
-unsafe fn rows<const VNNI: bool>(
-    w: &QuantMatrix<'_>,
-    a: &Tiles,
-    m: usize,
-    r0: usize,
-    r1: usize,
-    out: &Out,
-) {
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_avx2(w: &QuantMatrix<'_>, a: &Tiles, m: usize, r0: usize, r1: usize, out: &Out) {
     let row_bytes = w.row_bytes();
     let mut r = r0;
     while r < r1 {
@@ -167,9 +276,9 @@ unsafe fn rows<const VNNI: bool>(
             std::array::from_fn(|j| w.bytes.as_ptr().add((r + j.min(valid - 1)) * row_bytes));
         let mut res = [_mm256_setzero_ps(); MAX_ROWS];
         match m {
-            2 => group::<VNNI, 2>(p, a, &mut res),
-            3 => group::<VNNI, 3>(p, a, &mut res),
-            _ => group::<VNNI, 4>(p, a, &mut res),
+            2 => group::<2>(p, a, &mut res),
+            3 => group::<3>(p, a, &mut res),
+            _ => group::<4>(p, a, &mut res),
         }
         for (i, v) in res.iter().enumerate().take(m) {
             let mut lanes = [0f32; LANES];
@@ -181,18 +290,9 @@ unsafe fn rows<const VNNI: bool>(
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_avx2(w: &QuantMatrix<'_>, a: &Tiles, m: usize, r0: usize, r1: usize, out: &Out) {
-    rows::<false>(w, a, m, r0, r1, out)
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn rows_vnni(w: &QuantMatrix<'_>, a: &Tiles, m: usize, r0: usize, r1: usize, out: &Out) {
-    rows::<true>(w, a, m, r0, r1, out)
-}
-
 /// `y = x·Wᵀ` for `m` ([`available`]) activation rows `x` (`[m, k]`) and a q4_0 `W` `[n, k]`,
-/// `y` `[m, n]`, groups of eight weight rows split over candle's CPU worker threads. Returns
+/// `y` `[m, n]`, groups of eight (AVX2) or sixteen (AVX-512 VNNI) weight rows split over
+/// candle's CPU worker threads. Returns
 /// `false` (leaving `y` alone) unless [`available`].
 pub(crate) fn matmul(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut [f32]) -> bool {
     if !available(w.dtype, isa, m) || !w.k.is_multiple_of(32) {
@@ -201,21 +301,23 @@ pub(crate) fn matmul(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut
     assert!(x.len() == m * w.k && y.len() == m * w.n);
     assert!(w.n * w.row_bytes() <= w.bytes.len());
     let a = tiles(x, m, w.k, w.dtype, 1, 8);
+    let wide = isa.vnni();
+    let lanes = if wide { WIDE_LANES } else { LANES };
     let pool = candle_core::utils::barrier_pool();
     let threads = pool.n_workers() + 1;
-    let groups = w.n.div_ceil(LANES);
+    let groups = w.n.div_ceil(lanes);
     let out = Out::of(y, w.n);
     pool.execute(|tid| {
         let (g0, g1) = (tid * groups / threads, (tid + 1) * groups / threads);
-        let (r0, r1) = (g0 * LANES, (g1 * LANES).min(w.n));
+        let (r0, r1) = (g0 * lanes, (g1 * lanes).min(w.n));
         if r0 < r1 {
-            // SAFETY: `available` asked for AVX2/FMA/F16C and an `Isa` exists only for what this
-            // CPU runs; the rows lie inside `w.bytes` (asserted) and `a` holds `m` rows of `w.k`
+            // SAFETY: `available` asked for AVX2/FMA/F16C (and `wide` for AVX-512 VNNI) and an
+            // `Isa` exists only for what this CPU runs; the rows lie inside `w.bytes` (asserted) and `a` holds `m` rows of `w.k`
             // values in tiles of one row (built above); thread `tid` alone writes columns
             // `r0..r1`, and `y` stays mutably borrowed until `execute` returns.
             unsafe {
-                if isa.vnni() {
-                    rows_vnni(w, &a, m, r0, r1, &out)
+                if wide {
+                    rows_wide(w, &a, m, r0, r1, &out)
                 } else {
                     rows_avx2(w, &a, m, r0, r1, &out)
                 }
