@@ -5,8 +5,8 @@
 //! row is dotted with it in integer arithmetic straight from its stored blocks ([`dot`]), eight
 //! rows at a time, split over the compute threads; a few rows (a small batched decode step,
 //! [`skinny_rows`]) the same way, each weight block dotted with four rows while it is loaded.
-//! Against q4_0, two rows and more take weight rows in a vector's lanes instead
-//! ([`weight_lanes`]: two to four rows with AVX2, any number with AVX-512 VNNI).
+//! From two rows, weight rows in a vector's lanes instead ([`weight_lanes`]): against q4_0, two
+//! to four rows with AVX2; against q4_0 and q8_0, any number with AVX-512 VNNI.
 //! More rows (prompts, larger batches) against the 32-value formats take integer kernels laid out
 //! for many rows ([`prompt`]: one `vpdpbusd`, or `vpmaddubsw` with AVX2, multiplies four codes of
 //! a weight row with a tile of 16 or 8 activation rows, the same products as decoding); for the

@@ -45,7 +45,7 @@ pub(crate) fn available(dtype: DType, isa: Isa) -> bool {
 /// The unsigned code that stands for zero in `dtype`'s blocks as a kernel reads them (q8_0's
 /// signed codes offset by 128 where `offset_signed`, else read signed); 0 for the formats with a
 /// minimum.
-fn zero_code(dtype: DType, offset_signed: bool) -> i32 {
+pub(super) fn zero_code(dtype: DType, offset_signed: bool) -> i32 {
     match dtype {
         DType::Q4_0 => 8,
         DType::Q5_0 => 16,

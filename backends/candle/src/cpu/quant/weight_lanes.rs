@@ -1,9 +1,9 @@
-//! Activation rows against q4_0 weights with weight rows, not activation rows, in the lanes of
-//! a vector: a few rows with AVX2 (a small batched decode step), any number with AVX-512 VNNI
-//! (batched steps and prompts).
+//! Activation rows against q4_0 and q8_0 weights with weight rows, not activation rows, in the
+//! lanes of a vector: a few rows against q4_0 with AVX2 (a small batched decode step), any
+//! number from two with AVX-512 VNNI (batched steps and prompts).
 //!
 //! The tile kernels ([`super::prompt`], [`super::dot`]) broadcast a weight row's codes to every
-//! lane and pay, per block of every weight row, a scale conversion, a nibble decode and a
+//! lane and pay, per block of every weight row, a scale conversion, a decode of the codes and a
 //! shuffle per group of four values. Here one block of eight (AVX2) or sixteen (AVX-512) weight
 //! rows is loaded and transposed once (for each group of four values, the rows' four codes side
 //! by side), their scales convert in one instruction, and each activation row's groups are
@@ -14,11 +14,12 @@
 //! hold sixteen rows' accumulators (each row's integer sum lives only across its eight
 //! `vpdpbusd`), and more rows take another pass over the weight rows, from L2 when a layer's
 //! share fits there. The products are the decode kernels' and llama.cpp's: per block
-//! `d_w · d_x · (Σ code·q − 8·Σq)`.
+//! `d_w · d_x · (Σ w·q)`, with q4_0's codes read unsigned (`w = code − 8`) and q8_0's offset by
+//! 128 for `vpdpbusd`, the offset taken off as `−z·Σq`.
 
 #![cfg(target_arch = "x86_64")]
 
-use super::prompt::{tiles, Tiles};
+use super::prompt::{tiles, zero_code, Tiles};
 use super::QuantMatrix;
 use crate::cpu::kernels::Isa;
 use crate::cpu::out::Out;
@@ -35,25 +36,34 @@ const LANES: usize = 8;
 /// Bytes of a q4_0 block: an f16 scale, then 16 bytes of two codes each.
 const BLOCK: usize = 18;
 
+/// Bytes of a q8_0 block: an f16 scale, then 32 signed codes.
+const Q8_BLOCK: usize = 34;
+
 /// Bytes ahead of the block being read that each weight row prefetches.
 const PREFETCH: usize = 1024;
 
-/// True when [`matmul`] runs `m` rows against `dtype` with `isa`: q4_0 from two rows, up to
-/// [`MAX_ROWS`] with AVX2 (without VNNI); any number with AVX-512 VNNI. One row stays with the
-/// decode kernels, which are faster alone.
+/// True when [`matmul`] runs `m` rows against `dtype` with `isa`: from two rows, against q4_0
+/// up to [`MAX_ROWS`] with AVX2 (without VNNI) and any number with AVX-512 VNNI; against q8_0
+/// with AVX-512 VNNI. One row stays with the decode kernels, which are faster alone.
 ///
-/// Measured on the built-in SmolLM2 q4_0 (Sapphire Rapids, 2 threads, `bench --batch B -p 128
-/// -n 32`, two or three alternating runs each), generation t/s with the kernels chosen before
-/// this one (the skinny-batch dot products up to 3 rows with AVX2 and 5 with VNNI, then the
-/// prompt kernels) / with it: AVX2 forced, B = 2 201-219 / 239-250, B = 3 220-226 / 295-301,
-/// B = 4 268-299 / 311-354; AVX2 four rows at a time for more (not taken): B = 8 388-407 /
-/// 395-401, B = 16 482-499 / 433-443. AVX-512 VNNI, B = 2 242-277 / 273-291, B = 3 316-323 /
+/// Measured on the built-in SmolLM2 (Sapphire Rapids, 2 threads, `bench --batch B -p 128 -n
+/// 32`, two or three alternating runs each), generation t/s with the kernels chosen before this
+/// one (the skinny-batch dot products up to 3 rows with AVX2 and 5 with VNNI, then the prompt
+/// kernels) / with it. q4_0, AVX2 forced: B = 2 201-219 / 239-250, B = 3 220-226 / 295-301,
+/// B = 4 268-299 / 311-354; four rows at a time for more (not taken): B = 8 388-407 / 395-401,
+/// B = 16 482-499 / 433-443. q4_0, AVX-512 VNNI: B = 2 242-277 / 273-291, B = 3 316-323 /
 /// 344-349, B = 4 341-342 / 382-385, B = 8 336-338 / 499-513, B = 16 486-496 / 590-614, B = 32
 /// 612-631 / 598-621; prompts (`bench -p 128,512`, three runs each) pp128 1102-1104 /
-/// 1242-1250, pp512 965-988 / 1037-1114. One row, decode kernel / this kernel: AVX2 172-212 /
-/// 150-189, VNNI 224-234 / 179-210.
+/// 1242-1250, pp512 965-988 / 1037-1114. q8_0, AVX-512 VNNI: B = 2 160-163 / 167-169, B = 4
+/// 256-268 / 274-279, B = 8 289-293 / 387-392, B = 16 427-437 / 485-512. One row against
+/// q4_0, decode kernel / this kernel: AVX2 172-212 / 150-189, VNNI 224-234 / 179-210.
 pub(crate) fn available(dtype: DType, isa: Isa, m: usize) -> bool {
-    dtype == DType::Q4_0 && isa.avx2() && m >= 2 && (isa.vnni() || m <= MAX_ROWS)
+    m >= 2
+        && match dtype {
+            DType::Q4_0 => isa.avx2() && (isa.vnni() || m <= MAX_ROWS),
+            DType::Q8_0 => isa.vnni(),
+            _ => false,
+        }
 }
 
 /// The eight f16 scales at `p[0..8]` as f32 (gathered in general-purpose registers, which the
@@ -151,64 +161,82 @@ unsafe fn scales16(p: &[*const u8; WIDE_LANES]) -> __m512 {
     _mm512_cvtph_ps(_mm256_set_epi64x(four(12), four(8), four(4), four(0)))
 }
 
-/// [`group`] with sixteen weight rows in the lanes of a 512-bit vector (AVX-512 VNNI): `M`
-/// activation rows times the sixteen weight rows at `p`.
+/// The 16 bytes at `off` of each of sixteen blocks, transposed: dword `j` of the result's
+/// `[c]` is bytes `off + 4c .. off + 4c + 4` of block `j`.
+#[inline(always)]
+unsafe fn transpose16(blk: &[*const u8; WIDE_LANES], off: usize) -> [__m512i; 4] {
+    // Blocks j, j + 4, j + 8 and j + 12 in the four 128-bit lanes.
+    let quad = |j: usize| {
+        let lo = _mm256_loadu2_m128i(
+            blk[j + 4].add(off) as *const __m128i,
+            blk[j].add(off) as *const __m128i,
+        );
+        let hi = _mm256_loadu2_m128i(
+            blk[j + 12].add(off) as *const __m128i,
+            blk[j + 8].add(off) as *const __m128i,
+        );
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+    };
+    let (r0, r1, r2, r3) = (quad(0), quad(1), quad(2), quad(3));
+    let t0 = _mm512_unpacklo_epi32(r0, r1);
+    let t1 = _mm512_unpacklo_epi32(r2, r3);
+    let t2 = _mm512_unpackhi_epi32(r0, r1);
+    let t3 = _mm512_unpackhi_epi32(r2, r3);
+    [
+        _mm512_unpacklo_epi64(t0, t1),
+        _mm512_unpackhi_epi64(t0, t1),
+        _mm512_unpacklo_epi64(t2, t3),
+        _mm512_unpackhi_epi64(t2, t3),
+    ]
+}
+
+/// [`group`] with sixteen weight rows in the lanes of a 512-bit vector (AVX-512 VNNI), q4_0 or
+/// (`Q8`) q8_0: `M` activation rows times the sixteen weight rows at `p`.
 ///
 /// # Safety
 /// The CPU has AVX-512 F/BW/VL/VNNI, FMA and F16C; each `p[j]` points at a whole row of `a.nb`
 /// q4_0 blocks; `a` holds at least `M` rows in tiles of one row.
 #[inline(always)]
-unsafe fn group_wide<const M: usize>(
+unsafe fn group_wide<const Q8: bool, const M: usize>(
     p: [*const u8; WIDE_LANES],
     a: &Tiles,
     i0: usize,
     out: &mut [__m512; MAX_WIDE_ROWS],
 ) {
     let nb = a.nb;
+    let (block, lines) = if Q8 { (Q8_BLOCK, 2) } else { (BLOCK, 4) };
     let mask = _mm512_set1_epi8(0x0F);
+    let flip = _mm512_set1_epi8(-128);
     let mut acc = [_mm512_setzero_ps(); M];
     for b in 0..nb {
-        let blk: [*const u8; WIDE_LANES] = std::array::from_fn(|j| p[j].add(b * BLOCK));
-        if b % 4 == 0 {
+        let blk: [*const u8; WIDE_LANES] = std::array::from_fn(|j| p[j].add(b * block));
+        // About once per cache line of each row.
+        if b % lines == 0 {
             for q in &blk {
                 _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH) as *const i8);
             }
         }
-        // Rows j, j + 4, j + 8 and j + 12 in the four 128-bit lanes.
-        let quad = |j: usize| {
-            let lo = _mm256_loadu2_m128i(
-                blk[j + 4].add(2) as *const __m128i,
-                blk[j].add(2) as *const __m128i,
-            );
-            let hi = _mm256_loadu2_m128i(
-                blk[j + 12].add(2) as *const __m128i,
-                blk[j + 8].add(2) as *const __m128i,
-            );
-            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+        // Group g's four codes of every row (dword `j` of `codes[g]` is row `j`'s), unsigned.
+        let codes: [__m512i; 8] = if Q8 {
+            // Bytes 4g..4g+4, read `+ 128` (`w ^ 0x80` as an unsigned byte).
+            let (lo, hi) = (transpose16(&blk, 2), transpose16(&blk, 18));
+            std::array::from_fn(|g| _mm512_xor_si512(if g < 4 { lo[g] } else { hi[g - 4] }, flip))
+        } else {
+            // Low nibbles of bytes 4c..4c+4 are group c, their high nibbles group c + 4.
+            let bytes = transpose16(&blk, 2);
+            std::array::from_fn(|g| {
+                if g < 4 {
+                    _mm512_and_si512(bytes[g], mask)
+                } else {
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(bytes[g - 4]), mask)
+                }
+            })
         };
-        let (r0, r1, r2, r3) = (quad(0), quad(1), quad(2), quad(3));
-        let t0 = _mm512_unpacklo_epi32(r0, r1);
-        let t1 = _mm512_unpacklo_epi32(r2, r3);
-        let t2 = _mm512_unpackhi_epi32(r0, r1);
-        let t3 = _mm512_unpackhi_epi32(r2, r3);
-        // As in `group`: dword `j` of `bytes[c]` is bytes 4c..4c+4 of row `j`.
-        let bytes = [
-            _mm512_unpacklo_epi64(t0, t1),
-            _mm512_unpackhi_epi64(t0, t1),
-            _mm512_unpacklo_epi64(t2, t3),
-            _mm512_unpackhi_epi64(t2, t3),
-        ];
-        let codes: [__m512i; 8] = std::array::from_fn(|g| {
-            if g < 4 {
-                _mm512_and_si512(bytes[g], mask)
-            } else {
-                _mm512_and_si512(_mm512_srli_epi16::<4>(bytes[g - 4]), mask)
-            }
-        });
         let d = scales16(&blk);
         for (i, acc) in acc.iter_mut().enumerate() {
             let at = (i0 + i) * nb + b;
             let q = a.qs.as_ptr().add(at * 32) as *const u8;
+            // From `−z·Σq`, what the zero code (8, or q8_0's offset 128) adds.
             let mut sum = _mm512_set1_epi32(*a.corr.get_unchecked(at));
             for (g, code) in codes.iter().enumerate() {
                 let x = _mm512_set1_epi32(std::ptr::read_unaligned(q.add(4 * g) as *const i32));
@@ -226,8 +254,15 @@ unsafe fn group_wide<const M: usize>(
 /// # Safety
 /// As for [`group_wide`]; `w`'s rows `r0..r1` lie inside its bytes; no other thread writes
 /// columns `r0..r1` of `out` meanwhile.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn rows_wide(w: &QuantMatrix<'_>, a: &Tiles, m: usize, r0: usize, r1: usize, out: &Out) {
+#[inline(always)]
+unsafe fn rows_wide_of<const Q8: bool>(
+    w: &QuantMatrix<'_>,
+    a: &Tiles,
+    m: usize,
+    r0: usize,
+    r1: usize,
+    out: &Out,
+) {
     let row_bytes = w.row_bytes();
     // Activation rows outside, weight rows inside: one pass over this thread's weight rows per
     // sixteen activation rows (from L2 when the rows fit, as a layer's do).
@@ -242,8 +277,8 @@ unsafe fn rows_wide(w: &QuantMatrix<'_>, a: &Tiles, m: usize, r0: usize, r1: usi
             macro_rules! by_rows {
                 ($($n:literal)*) => {
                     match rows {
-                        $($n => group_wide::<$n>(p, a, i0, &mut res),)*
-                        _ => group_wide::<MAX_WIDE_ROWS>(p, a, i0, &mut res),
+                        $($n => group_wide::<Q8, $n>(p, a, i0, &mut res),)*
+                        _ => group_wide::<Q8, MAX_WIDE_ROWS>(p, a, i0, &mut res),
                     }
                 };
             }
@@ -256,6 +291,15 @@ unsafe fn rows_wide(w: &QuantMatrix<'_>, a: &Tiles, m: usize, r0: usize, r1: usi
             }
             r += valid;
         }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn rows_wide(w: &QuantMatrix<'_>, a: &Tiles, m: usize, r0: usize, r1: usize, out: &Out) {
+    if w.dtype == DType::Q8_0 {
+        rows_wide_of::<true>(w, a, m, r0, r1, out)
+    } else {
+        rows_wide_of::<false>(w, a, m, r0, r1, out)
     }
 }
 
@@ -300,7 +344,8 @@ pub(crate) fn matmul(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut
     }
     assert!(x.len() == m * w.k && y.len() == m * w.n);
     assert!(w.n * w.row_bytes() <= w.bytes.len());
-    let a = tiles(x, m, w.k, w.dtype, 1, 8);
+    // The codes as the kernels read them: q4_0's unsigned, q8_0's offset by 128.
+    let a = tiles(x, m, w.k, w.dtype, 1, zero_code(w.dtype, true));
     let wide = isa.vnni();
     let lanes = if wide { WIDE_LANES } else { LANES };
     let pool = candle_core::utils::barrier_pool();
