@@ -373,7 +373,15 @@ pub(crate) fn eval(
             kv_scatter(cache, &new, &slots, &pos)?;
             cache.clone()
         }
-        Op::Argmax => t(x[0])?.argmax(D::Minus1)?,
+        Op::Argmax => match isa
+            .any()
+            .then(|| crate::cpu::rowwise::argmax(isa, t(x[0])?))
+            .transpose()?
+            .flatten()
+        {
+            Some(y) => y,
+            None => t(x[0])?.argmax(D::Minus1)?,
+        },
         Op::Attention(attrs) => {
             // Query positions on the host: kept from the upload (no read back on a GPU).
             let positions = ints(x[3])?;
