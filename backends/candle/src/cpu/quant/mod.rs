@@ -94,7 +94,7 @@ pub(crate) fn matmul(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut
             // serves many rows.
             return super::gemm::gemm_nt(isa, x, m, w.k, super::gemm::Rhs::Quant(*w), w.n, y);
         }
-        let acts = [act::quantize(x, act_format(w.dtype))];
+        let acts = [act::quantize(isa, x, act_format(w.dtype))];
         let threads = super::worker_threads();
         // Small matrices are not worth waking the other threads for.
         if threads == 1 || w.bytes.len() < 32 * 1024 {
@@ -168,7 +168,7 @@ pub(crate) const SKINNY_ROWS: usize = 16;
 #[cfg(target_arch = "x86_64")]
 fn skinny(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut [f32]) {
     let f = act_format(w.dtype);
-    let acts: Vec<act::QActs> = x.chunks(w.k).map(|r| act::quantize(r, f)).collect();
+    let acts: Vec<act::QActs> = x.chunks(w.k).map(|r| act::quantize(isa, r, f)).collect();
     let threads = super::worker_threads();
     // The products land transposed (`[n, m]`, one contiguous part per group of weight rows),
     // then turn into `[m, n]`.
@@ -217,7 +217,7 @@ pub(crate) fn matvec_many(
         for w in ws {
             let f = act_format(w.dtype);
             if !acts.iter().any(|(g, _)| *g == f) {
-                acts.push((f, act::quantize(x, f)));
+                acts.push((f, act::quantize(isa, x, f)));
             }
         }
         let threads = super::worker_threads();
@@ -388,7 +388,10 @@ pub(crate) mod tests {
                     })
                     .collect();
                 let format = act_format(dtype);
-                let acts: Vec<act::QActs> = x.chunks(k).map(|r| act::quantize(r, format)).collect();
+                let acts: Vec<act::QActs> = x
+                    .chunks(k)
+                    .map(|r| act::quantize(Isa::PORTABLE, r, format))
+                    .collect();
                 let dense = switchyard_runtime::quant::dequantize(dtype, &bytes).unwrap();
                 let bl = dtype.block_len();
                 let gamma = 4.0 * (k as f64 / 32.0 + 8.0) * 2f64.powi(-24);

@@ -91,7 +91,15 @@ struct TilePart<'a> {
 /// Quantizes the `m` rows of `x` (`[m, k]`) for `dtype` and interleaves them into tiles of
 /// `lanes` rows, a tile per task on the worker threads; `zero` is the code standing for zero as
 /// the kernel reads the weights ([`zero_code`]).
-pub(super) fn tiles(x: &[f32], m: usize, k: usize, dtype: DType, lanes: usize, zero: i32) -> Tiles {
+pub(super) fn tiles(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    dtype: DType,
+    lanes: usize,
+    zero: i32,
+) -> Tiles {
     let format = super::act_format(dtype);
     let nb = k / 32;
     let count = m.div_ceil(lanes);
@@ -127,7 +135,7 @@ pub(super) fn tiles(x: &[f32], m: usize, k: usize, dtype: DType, lanes: usize, z
                 }: TilePart<'_>| {
         for lane in 0..lanes.min(m - tile * lanes) {
             let row = tile * lanes + lane;
-            let a = act::quantize(&x[row * k..(row + 1) * k], format);
+            let a = act::quantize(isa, &x[row * k..(row + 1) * k], format);
             for b in 0..nb {
                 for g in 0..8 {
                     let at = (b * 8 + g) * 4 * lanes + lane * 4;
@@ -590,7 +598,7 @@ pub(crate) fn matmul(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut
     } else {
         (Avx2::LANES, Avx2::ROWS, zero_code(w.dtype, false))
     };
-    let a = tiles(x, m, w.k, w.dtype, lanes, zero);
+    let a = tiles(isa, x, m, w.k, w.dtype, lanes, zero);
     let pool = candle_core::utils::barrier_pool();
     let threads = pool.n_workers() + 1;
     let groups = w.n.div_ceil(step);

@@ -345,7 +345,7 @@ pub(crate) fn matmul(isa: Isa, x: &[f32], m: usize, w: &QuantMatrix<'_>, y: &mut
     assert!(x.len() == m * w.k && y.len() == m * w.n);
     assert!(w.n * w.row_bytes() <= w.bytes.len());
     // The codes as the kernels read them: q4_0's unsigned, q8_0's offset by 128.
-    let a = tiles(x, m, w.k, w.dtype, 1, zero_code(w.dtype, true));
+    let a = tiles(isa, x, m, w.k, w.dtype, 1, zero_code(w.dtype, true));
     let wide = isa.vnni();
     let lanes = if wide { WIDE_LANES } else { LANES };
     let pool = candle_core::utils::barrier_pool();
