@@ -1,10 +1,17 @@
-# Shared by scripts/compare-llamacpp*.sh (sourced, not run): the release binary, the machine line
-# every table is read against, and the GGUF files to compare.
+# Shared by scripts/compare-llamacpp*.sh (sourced, not run): the release binary, the AVX2-only
+# restriction, the machine line every table is read against, and the GGUF files to compare.
 #
 # Needs $repo and $WORK; sets $sy.
 
 (cd "$repo" && cargo build --release -q --bin switchyard)
 sy="$repo/target/release/switchyard"
+
+# Both engines restricted to AVX2 + FMA + F16C (what an AVX2-only CPU runs): llama.cpp built without
+# any AVX-512 (its own build, cached apart by llamacpp-tools.sh), Switchyard's kernels capped.
+restrict_to_avx2() {
+  export LLAMACPP_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+  export SWITCHYARD_CPU_KERNELS=avx2
+}
 
 # The CPU and the SIMD flags that decide which kernels run, on stderr.
 machine_line() {

@@ -4,7 +4,10 @@
 # decoding together (llama-batched-bench's semantics, which `switchyard bench --batch` follows).
 #
 #   scripts/compare-llamacpp-batched.sh [--model builtin:smollm2-135m|FILE.gguf]
-#       [--types q8_0,q4_0,f32] [-p 128] [-n 32] [--batch 1,4,16] [-r 3] [--threads 2]
+#       [--types q8_0,q4_0,f32] [-p 128] [-n 32] [--batch 1,4,16] [-r 3] [--threads 2] [--avx2]
+#
+# --avx2: both engines restricted to AVX2 + FMA + F16C (llama.cpp built without AVX-512, cached
+# apart; Switchyard with SWITCHYARD_CPU_KERNELS=avx2): what an AVX2-only CPU would run.
 #
 # For a built-in model each type is written as GGUF by `switchyard quantize` (cached under $WORK);
 # llama-batched-bench is built from PyPI's llama-cpp-python sdist by scripts/llamacpp-tools.sh
@@ -24,6 +27,7 @@ gen=32
 batch="1,4,16"
 reps=3
 threads=2
+avx2=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) model="$2"; shift 2 ;;
@@ -33,13 +37,15 @@ while [ $# -gt 0 ]; do
     --batch) batch="$2"; shift 2 ;;
     -r) reps="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
+    --avx2) avx2=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
 WORK="${SWITCHYARD_COMPARE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/compare}"
 mkdir -p "$WORK"
-tools=$("$here/llamacpp-tools.sh" llama-batched-bench)
 source "$here/compare-common.sh"
+[ "$avx2" = 1 ] && restrict_to_avx2
+tools=$("$here/llamacpp-tools.sh" llama-batched-bench)
 machine_line
 echo "threads $threads; -p $prompt -n $gen, B = $batch, r = $reps; switchyard kernels: $("$sy" devices | grep -m1 'kernels:' | xargs)" >&2
 

@@ -39,12 +39,9 @@ while [ $# -gt 0 ]; do
 done
 WORK="${SWITCHYARD_COMPARE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/compare}"
 mkdir -p "$WORK"
-if [ "$avx2" = 1 ]; then
-  export LLAMACPP_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
-  export SWITCHYARD_CPU_KERNELS=avx2
-fi
-bench=$("$here/llamacpp-tools.sh" llama-bench)/llama-bench
 source "$here/compare-common.sh"
+[ "$avx2" = 1 ] && restrict_to_avx2
+bench=$("$here/llamacpp-tools.sh" llama-bench)/llama-bench
 machine_line
 echo "threads $threads; -p $prompt -n $gen -r $reps; switchyard kernels: $("$sy" devices | grep -m1 'kernels:' | xargs); llama.cpp: ${LLAMACPP_CMAKE_ARGS:-native build, no AMX}" >&2
 
