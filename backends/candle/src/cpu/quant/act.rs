@@ -66,13 +66,13 @@ fn round(x: f32) -> f32 {
 /// bits (a NaN is skipped by the maximum and quantizes to 0 in both).
 ///
 /// # Safety
-/// AVX2 is enabled; `x` and `q` hold 32 values.
+/// AVX2 is enabled. (`x` and `q` must hold 32 values: asserted.)
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn q8_block_avx2(x: &[f32], q: &mut [i8]) -> f32 {
     use std::arch::x86_64::*;
-    debug_assert!(x.len() == 32 && q.len() == 32);
+    assert!(x.len() == 32 && q.len() == 32);
     let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(x.as_ptr().add(8 * i)));
     let sign = _mm256_set1_ps(-0.0);
     // `max(|v|, m)` keeps `m` where `v` is NaN, as `f32::max` does.
@@ -104,7 +104,7 @@ unsafe fn q8_block_avx2(x: &[f32], q: &mut [i8]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn quantize_avx2(x: &[f32], format: ActFormat) -> QActs {
-    // SAFETY: AVX2 is enabled here; blocks are 32 values (`quantize_with` asks only for Q8_0/Q8_1).
+    // SAFETY: AVX2 is enabled here.
     quantize_with(x, format, |xb, qb| unsafe { q8_block_avx2(xb, qb) })
 }
 
