@@ -55,7 +55,9 @@ const PREFETCH: usize = 1024;
 /// 344-349, B = 4 341-342 / 382-385, B = 8 336-338 / 499-513, B = 16 486-496 / 590-614, B = 32
 /// 612-631 / 598-621; prompts (`bench -p 128,512`, three runs each) pp128 1102-1104 /
 /// 1242-1250, pp512 965-988 / 1037-1114. q8_0, AVX-512 VNNI: B = 2 160-163 / 167-169, B = 4
-/// 256-268 / 274-279, B = 8 289-293 / 387-392, B = 16 427-437 / 485-512. One row against
+/// 256-268 / 274-279, B = 8 289-293 / 387-392, B = 16 427-437 / 485-512; q8_0 prompts level
+/// (three alternating runs, prompt kernels / this one: pp128 949-1057 / 899-1065, pp512 877-936
+/// / 918-946). One row against
 /// q4_0, decode kernel / this kernel: AVX2 172-212 / 150-189, VNNI 224-234 / 179-210.
 pub(crate) fn available(dtype: DType, isa: Isa, m: usize) -> bool {
     m >= 2
