@@ -236,7 +236,7 @@ unsafe fn full_width_avx2<const H: usize>(
         }
     }
     for (i, ci) in c.iter_mut().enumerate() {
-        // SAFETY: row `i < 2`, columns `0..NR`: this thread's (the contract).
+        // SAFETY: row `i < H`, columns `0..NR`: this thread's (the contract).
         unsafe {
             let p = dst.add(i * ld);
             for (j, cij) in ci.iter_mut().enumerate() {
